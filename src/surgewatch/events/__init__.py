@@ -1,0 +1,1 @@
+"""Input events: parsing, validation and normalisation of post and signup events."""
