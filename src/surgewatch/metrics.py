@@ -1,0 +1,132 @@
+"""Metrics: every Prometheus series a worker exports, created in one place on an injected registry."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from surgewatch.events.countries import ISO_ALPHA2, UNKNOWN_COUNTRY
+from surgewatch.events.model import Reason
+from surgewatch.ingest import LAG_BUCKETS_SECONDS, METRIC_OF_STREAM, STREAMS, BatchOutcome
+
+
+class LagHistogram(Collector):
+    """``surgewatch_event_lag_seconds``: processing time minus event time, added a batch at a time."""
+
+    name = "surgewatch_event_lag_seconds"
+
+    def __init__(self, buckets: Sequence[float] = LAG_BUCKETS_SECONDS) -> None:
+        self.buckets = tuple(buckets)
+        self.counts = [0] * (len(self.buckets) + 1)
+        self.sum_seconds = 0.0
+
+    def add(self, bucket_counts: Sequence[int], sum_seconds: float) -> None:
+        """Add per-bucket (non-cumulative) counts; the last slot is above the largest bound."""
+        counts = self.counts
+        for index, value in enumerate(bucket_counts):
+            counts[index] += value
+        self.sum_seconds += sum_seconds
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        """One fresh family per scrape."""
+        cumulative: list[tuple[str, float]] = []
+        running = 0
+        for bound, count in zip(self.buckets, self.counts, strict=False):
+            running += count
+            cumulative.append((repr(float(bound)), running))
+        running += self.counts[-1]
+        cumulative.append(("+Inf", running))
+        family = HistogramMetricFamily(
+            self.name, "Processing time minus event time of counted events, seconds."
+        )
+        family.add_metric([], cumulative, self.sum_seconds)
+        yield family
+
+
+class Metrics:
+    """The worker's metrics; ``registry`` is what ``/metrics`` serves."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.received = Counter(
+            "surgewatch_events_received", "Input events read, by stream.", ["stream"], registry=r
+        )
+        self.rejected = Counter(
+            "surgewatch_events_rejected",
+            "Input events rejected to the dead-letter topic, by stream and reason.",
+            ["stream", "reason"],
+            registry=r,
+        )
+        self.late = Counter(
+            "surgewatch_events_late",
+            "Input events whose window had already closed, by stream (counted in no window).",
+            ["stream"],
+            registry=r,
+        )
+        self.posts = Counter("surgewatch_posts", "Posts counted in a window.", registry=r)
+        self.signups = Counter(
+            "surgewatch_signups", "Signups counted in a window, by country.", ["country"], registry=r
+        )
+        self.watermark = Gauge(
+            "surgewatch_watermark_seconds",
+            "Event-time watermark of the input partitions this worker reads, Unix seconds.",
+            ["stream"],
+            registry=r,
+        )
+        self.lag = LagHistogram()
+        r.register(self.lag)
+        self.window_records = Counter(
+            "surgewatch_window_records",
+            "Final window-count records published, by metric.",
+            ["metric"],
+            registry=r,
+        )
+        self.windows_closed = Counter(
+            "surgewatch_windows_closed", "Windows closed, by metric.", ["metric"], registry=r
+        )
+        self.open_windows = Gauge(
+            "surgewatch_open_windows", "Windows held open, by metric.", ["metric"], registry=r
+        )
+        self.dropped_updates = Counter(
+            "surgewatch_window_updates_dropped",
+            "Counts that reached a window after it closed (only after a partition changed owner).",
+            ["metric"],
+            registry=r,
+        )
+        self._known_countries = ISO_ALPHA2 | {UNKNOWN_COUNTRY}
+        for stream in STREAMS:
+            self.received.labels(stream)
+            self.late.labels(stream)
+            for reason in Reason:
+                self.rejected.labels(stream, reason.value)
+        for metric in METRIC_OF_STREAM.values():
+            self.window_records.labels(metric)
+            self.windows_closed.labels(metric)
+            self.open_windows.labels(metric)
+            self.dropped_updates.labels(metric)
+
+    def record_batch(self, stream: str, outcome: BatchOutcome) -> None:
+        """Add one ingest batch's outcome."""
+        self.received.labels(stream).inc(outcome.received)
+        if outcome.late:
+            self.late.labels(stream).inc(outcome.late)
+        for _, rejection in outcome.rejected:
+            self.rejected.labels(stream, rejection.reason.value).inc()
+        if stream == "posts":
+            if outcome.counted:
+                self.posts.inc(outcome.counted)
+        else:
+            for country, count in outcome.counted_by_country.items():
+                label = country if country in self._known_countries else UNKNOWN_COUNTRY
+                self.signups.labels(label).inc(count)
+        if outcome.counted:
+            self.lag.add(outcome.lag_bucket_counts, outcome.lag_sum_seconds)
+
+    def set_watermark(self, stream: str, watermark_seconds: float) -> None:
+        """Publish a stream's watermark (nothing before its first event)."""
+        if watermark_seconds != float("-inf"):
+            self.watermark.labels(stream).set(watermark_seconds)

@@ -1,0 +1,317 @@
+"""The Faust app: topics, the ingest and counting agents, the watermark timer and ``/metrics``.
+
+Data flow: ``posts``/``signups`` → ingest agents (parse, lateness, pre-aggregate; rejects to the
+dead-letter topic) → ``{app_id}-window-partials`` partitioned by key owner → counting agent
+(:class:`~surgewatch.windows.counting.WindowStore`) → one record per key and closed window on the
+window-counts topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import faust
+import orjson
+from prometheus_client import generate_latest
+from faust.types import TP
+
+from surgewatch.config import Settings
+from surgewatch.ingest import POSTS, SIGNUPS, Partial, StreamIngest
+from surgewatch.metrics import Metrics
+from surgewatch.windows.counting import WindowCount, WindowStore
+from surgewatch.worker.batching import BatchingApp, BatchingConsumer, BatchTopic, RecordBatch
+
+log = logging.getLogger("surgewatch.worker")
+
+#: How often idle partitions are checked and their watermarks sent downstream, seconds.
+WATERMARK_TICK_SECONDS = 0.5
+#: Every this many ticks every input watermark is re-announced, so a new owner learns them all.
+REANNOUNCE_EVERY_TICKS = 10
+
+# This broker join wait is half the session timeout; 6 s keeps rebalances short everywhere.
+SESSION_TIMEOUT_SECONDS = 6.0
+HEARTBEAT_INTERVAL_SECONDS = 1.0
+MAX_POLL_RECORDS = 10_000
+
+
+def faust_credentials(settings: Settings) -> Any:
+    """Faust's form of the Kafka TLS/SASL settings (``None`` for plaintext)."""
+    kwargs = settings.kafka_security_kwargs()
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    ssl_context = kwargs.get("ssl_context")
+    if protocol == "SSL":
+        return faust.SSLCredentials(ssl_context)
+    mechanism = settings.kafka_sasl_mechanism or "PLAIN"
+    if mechanism == "GSSAPI":
+        return faust.GSSAPICredentials(ssl_context=ssl_context)
+    return faust.SASLCredentials(
+        username=settings.kafka_sasl_username,
+        password=settings.kafka_sasl_password,
+        mechanism=mechanism,
+        ssl_context=ssl_context,
+    )
+
+
+def dlq_headers(stream: str, reason: str, detail: str, partition: int, offset: int) -> list[Any]:
+    """Headers of a dead-letter record: why it was rejected and where it came from."""
+    return [
+        ("reason", reason.encode()),
+        ("detail", detail.encode()),
+        ("stream", stream.encode()),
+        ("source_partition", str(partition).encode()),
+        ("source_offset", str(offset).encode()),
+    ]
+
+
+class Pipeline:
+    """State and agents of one worker; everything time-dependent reads the injected ``clock``."""
+
+    def __init__(
+        self,
+        app: BatchingApp,
+        settings: Settings,
+        metrics: Metrics,
+        partition_counts: dict[str, int],
+        clock: Callable[[], float],
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.metrics = metrics
+        self.clock = clock
+        self.downstream_partitions = partition_counts[settings.partials_topic]
+        self.topic_of_stream = {POSTS: settings.posts_topic, SIGNUPS: settings.signups_topic}
+        self.ingests = {
+            stream: StreamIngest(
+                stream,
+                settings.window_seconds,
+                settings.grace_seconds,
+                self.downstream_partitions,
+                partition_counts[topic],
+            )
+            for stream, topic in self.topic_of_stream.items()
+        }
+        self.stores: dict[int, WindowStore] = {}
+        self._ticks = 0
+
+    @property
+    def consumer(self) -> BatchingConsumer:
+        return self.app.consumer  # type: ignore[no-any-return]
+
+    def _commit_after(self, tp: TP, next_offset: int, futures: list[Awaitable[Any]]) -> None:
+        """Let ``tp`` commit up to ``next_offset`` once every send derived from it is acknowledged."""
+        if not futures:
+            self.consumer.mark_processed(tp, next_offset)
+            return
+        gathered = asyncio.gather(*futures)
+
+        def done(result: asyncio.Future[Any]) -> None:
+            if result.cancelled():
+                return
+            error = result.exception()
+            if error is not None:
+                log.error("a send for %s failed (%s); offsets stay uncommitted", tp, error)
+                return
+            self.consumer.mark_processed(tp, next_offset)
+
+        gathered.add_done_callback(done)
+
+    async def _send_partials(self, partials: list[tuple[int, Partial]]) -> list[Awaitable[Any]]:
+        producer = self.app.producer
+        topic = self.settings.partials_topic
+        return [
+            await producer.send(topic, None, partial.encode(), dest, None, None)
+            for dest, partial in partials
+        ]
+
+    async def ingest(self, stream: str, batch: RecordBatch) -> None:
+        """One batch of an input partition: count, route partials, dead-letter the rejects."""
+        now = self.clock()
+        state = self.ingests[stream]
+        records = batch.records
+        outcome, partials = state.process(
+            batch.tp.partition,
+            [record.value for record in records],
+            batch.first_offset,
+            batch.last_offset,
+            batch.highwater,
+            now,
+        )
+        self.metrics.record_batch(stream, outcome)
+        producer = self.app.producer
+        futures: list[Awaitable[Any]] = []
+        for index, rejection in outcome.rejected:
+            record = records[index]
+            headers = dlq_headers(
+                stream,
+                rejection.reason.value,
+                rejection.detail,
+                record.partition,
+                record.offset,
+            )
+            futures.append(
+                await producer.send(
+                    self.settings.dlq_topic, record.key, record.value, None, None, headers
+                )
+            )
+        futures.extend(await self._send_partials(partials))
+        self.metrics.set_watermark(stream, state.watermarks.stream_watermark_seconds())
+        self._commit_after(batch.tp, batch.last_offset + 1, futures)
+
+    async def count(self, batch: RecordBatch) -> None:
+        """One batch of routed partials: add them up and publish the windows that closed."""
+        settings = self.settings
+        partition = batch.tp.partition
+        store = self.stores.get(partition)
+        if store is None:
+            store = self.stores[partition] = WindowStore(
+                settings.window_seconds, settings.grace_seconds
+            )
+        producer = self.app.producer
+        futures: list[Awaitable[Any]] = []
+        closed: list[WindowCount] = []
+        for record in batch.records:
+            try:
+                partial = Partial.decode(record.value)
+            except (ValueError, KeyError, TypeError) as exc:
+                log.error("skipping unreadable partial at %s@%s: %s", batch.tp, record.offset, exc)
+                continue
+            before = store.dropped_updates(partial.metric)
+            closed.extend(
+                store.apply(
+                    partial.metric,
+                    partial.source_partition,
+                    partial.source_partitions,
+                    partial.watermark_seconds,
+                    partial.counts,
+                )
+            )
+            dropped = store.dropped_updates(partial.metric) - before
+            if dropped:
+                self.metrics.dropped_updates.labels(partial.metric).inc(dropped)
+        topic = settings.window_counts_topic
+        windows_closed: dict[str, set[int]] = {}
+        for window in closed:
+            futures.append(
+                await producer.send(
+                    topic,
+                    window.kafka_key.encode(),
+                    orjson.dumps(window.as_dict()),
+                    None,
+                    float(window.window_end),
+                    None,
+                )
+            )
+            windows_closed.setdefault(window.metric, set()).add(window.window_start)
+        for metric, starts in windows_closed.items():
+            self.metrics.windows_closed.labels(metric).inc(len(starts))
+            self.metrics.window_records.labels(metric).inc(
+                sum(1 for w in closed if w.metric == metric)
+            )
+        for metric in ("hashtag_posts", "signups"):
+            self.metrics.open_windows.labels(metric).set(
+                sum(s.open_windows(metric) for s in self.stores.values())
+            )
+        self._commit_after(batch.tp, batch.last_offset + 1, futures)
+
+    async def tick(self) -> None:
+        """Track assignment, mark idle partitions, and send watermark heartbeats downstream."""
+        now = self.clock()
+        self._ticks += 1
+        force = self._ticks % REANNOUNCE_EVERY_TICKS == 0
+        consumer = self.consumer
+        assignment = consumer.assignment()
+        for stream, topic in self.topic_of_stream.items():
+            state = self.ingests[stream]
+            owned = {tp.partition for tp in assignment if tp.topic == topic}
+            for partition in list(state.watermarks.partitions):
+                if partition not in owned:
+                    state.watermarks.revoke(partition)
+            for partition in owned:
+                tp = TP(topic, partition)
+                clock = state.watermarks.assign(partition, now)
+                state.watermarks.set_highwater(partition, consumer.highwater(tp))
+            await self._send_partials(state.heartbeats(now, force=force))
+            self.metrics.set_watermark(stream, state.watermarks.stream_watermark_seconds())
+        owned_downstream = {
+            tp.partition for tp in assignment if tp.topic == self.settings.partials_topic
+        }
+        for partition in list(self.stores):
+            if partition not in owned_downstream:
+                del self.stores[partition]
+
+
+def create_app(
+    settings: Settings,
+    metrics: Metrics,
+    partition_counts: dict[str, int],
+    *,
+    clock: Callable[[], float] = time.time,
+    data_dir: Path | None = None,
+) -> tuple[BatchingApp, Pipeline]:
+    """Build the Faust app and its pipeline; ``partition_counts`` comes from :func:`ensure_topics`."""
+    app = BatchingApp(
+        settings.app_id,
+        broker=settings.broker,
+        broker_credentials=faust_credentials(settings),
+        store=settings.store,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        processing_guarantee="at_least_once",
+        broker_session_timeout=SESSION_TIMEOUT_SECONDS,
+        broker_heartbeat_interval=HEARTBEAT_INTERVAL_SECONDS,
+        broker_max_poll_records=MAX_POLL_RECORDS,
+        producer_linger_ms=5,
+        producer_max_batch_size=512 * 1024,
+        web_enabled=True,
+        web_port=settings.web_port,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        web_in_thread=False,
+        datadir=str(data_dir) if data_dir else None,
+        topic_disable_leader=True,
+    )
+    pipeline = Pipeline(app, settings, metrics, partition_counts, clock)
+
+    def batch_topic(name: str) -> BatchTopic:
+        return BatchTopic(
+            app,
+            topics=[name],
+            partitions=partition_counts[name],
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+
+    def ingest_agent(stream: str) -> Callable[[Any], Awaitable[None]]:
+        async def agent(batches: Any) -> None:
+            async for batch in batches:
+                await pipeline.ingest(stream, batch)
+
+        agent.__name__ = agent.__qualname__ = f"ingest_{stream}"
+        return agent
+
+    app.agent(batch_topic(settings.posts_topic), name="ingest-posts")(ingest_agent(POSTS))
+    app.agent(batch_topic(settings.signups_topic), name="ingest-signups")(ingest_agent(SIGNUPS))
+
+    async def count_windows(batches: Any) -> None:
+        async for batch in batches:
+            await pipeline.count(batch)
+
+    app.agent(batch_topic(settings.partials_topic), name="count-windows")(count_windows)
+
+    async def watermark_timer() -> None:
+        await pipeline.tick()
+
+    app.timer(interval=WATERMARK_TICK_SECONDS, name="watermarks")(watermark_timer)
+
+    async def metrics_page(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(metrics.registry), content_type="text/plain")
+
+    app.page("/metrics")(metrics_page)
+    return app, pipeline

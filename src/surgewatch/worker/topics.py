@@ -1,0 +1,65 @@
+"""Topic set-up: creates the topics a worker needs and reads how many partitions each has."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from aiokafka.client import AIOKafkaClient
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+
+from surgewatch.config import Settings
+
+
+class BrokerUnreachable(RuntimeError):
+    """No broker answered at the configured address."""
+
+
+def worker_topics(settings: Settings) -> list[str]:
+    """Every topic a worker reads or writes."""
+    return [
+        settings.posts_topic,
+        settings.signups_topic,
+        settings.partials_topic,
+        settings.dlq_topic,
+        settings.window_counts_topic,
+        settings.surges_topic,
+    ]
+
+
+async def ensure_topics(settings: Settings, names: Iterable[str] | None = None) -> dict[str, int]:
+    """Create missing topics with ``settings.partitions`` partitions; return each one's count."""
+    wanted = list(names) if names is not None else worker_topics(settings)
+    security = settings.kafka_security_kwargs()
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=10_000, **security
+    )
+    try:
+        await admin.start()
+    except KafkaConnectionError as exc:
+        raise BrokerUnreachable(
+            f"no Kafka broker at {settings.broker}: start one (`surgewatch broker`) "
+            "or set SURGEWATCH_BROKER"
+        ) from exc
+    try:
+        existing = set(await admin.list_topics())
+        missing = [name for name in wanted if name not in existing]
+        if missing:
+            try:
+                await admin.create_topics(
+                    [NewTopic(name, settings.partitions, 1) for name in missing]
+                )
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()
+    client = AIOKafkaClient(bootstrap_servers=settings.bootstrap_servers, **security)
+    await client.bootstrap()
+    try:
+        cluster = await client.fetch_all_metadata()
+        return {
+            name: len(cluster.partitions_for_topic(name) or ()) or settings.partitions
+            for name in wanted
+        }
+    finally:
+        await client.close()
