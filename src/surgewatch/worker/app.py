@@ -21,7 +21,7 @@ from prometheus_client import generate_latest
 from faust.types import TP
 
 from surgewatch.config import Settings
-from surgewatch.ingest import POSTS, SIGNUPS, Partial, StreamIngest
+from surgewatch.ingest import POSTS, SIGNUPS, Partial, StreamIngest, owner_partition
 from surgewatch.metrics import Metrics
 from surgewatch.windows.counting import WindowCount, WindowStore
 from surgewatch.worker.batching import BatchingApp, BatchingConsumer, BatchTopic, RecordBatch
@@ -86,6 +86,7 @@ class Pipeline:
         self.metrics = metrics
         self.clock = clock
         self.downstream_partitions = partition_counts[settings.partials_topic]
+        self.window_counts_partitions = partition_counts[settings.window_counts_topic]
         self.topic_of_stream = {POSTS: settings.posts_topic, SIGNUPS: settings.signups_topic}
         self.ingests = {
             stream: StreamIngest(
@@ -164,6 +165,34 @@ class Pipeline:
         self.metrics.set_watermark(stream, state.watermarks.stream_watermark_seconds())
         self._commit_after(batch.tp, batch.last_offset + 1, futures)
 
+    async def _publish_windows(self, closed: list[WindowCount]) -> list[Awaitable[Any]]:
+        """Send window records a producer batch per partition (one ``send`` per record is the
+        bottleneck otherwise). A key's windows all go to one partition: CRC-32 of ``metric|key``."""
+        if not closed:
+            return []
+        topic = self.settings.window_counts_topic
+        partitions = self.window_counts_partitions
+        by_partition: dict[int, list[WindowCount]] = {}
+        for window in closed:
+            owner = owner_partition(window.metric, window.key, partitions)
+            by_partition.setdefault(owner, []).append(window)
+        # Faust's producer wraps an aiokafka producer; its batch API is the fast path.
+        producer = self.app.producer._ensure_producer()
+        futures: list[Awaitable[Any]] = []
+        dumps = orjson.dumps
+        for partition, windows in by_partition.items():
+            batch = producer.create_batch()
+            for window in windows:
+                key = window.kafka_key.encode()
+                value = dumps(window.as_dict())
+                timestamp_ms = window.window_end * 1000
+                if batch.append(key=key, value=value, timestamp=timestamp_ms) is None:
+                    futures.append(await producer.send_batch(batch, topic, partition=partition))
+                    batch = producer.create_batch()
+                    batch.append(key=key, value=value, timestamp=timestamp_ms)
+            futures.append(await producer.send_batch(batch, topic, partition=partition))
+        return futures
+
     async def count(self, batch: RecordBatch) -> None:
         """One batch of routed partials: add them up and publish the windows that closed."""
         settings = self.settings
@@ -173,7 +202,6 @@ class Pipeline:
             store = self.stores[partition] = WindowStore(
                 settings.window_seconds, settings.grace_seconds
             )
-        producer = self.app.producer
         futures: list[Awaitable[Any]] = []
         closed: list[WindowCount] = []
         for record in batch.records:
@@ -195,19 +223,9 @@ class Pipeline:
             dropped = store.dropped_updates(partial.metric) - before
             if dropped:
                 self.metrics.dropped_updates.labels(partial.metric).inc(dropped)
-        topic = settings.window_counts_topic
+        futures.extend(await self._publish_windows(closed))
         windows_closed: dict[str, set[int]] = {}
         for window in closed:
-            futures.append(
-                await producer.send(
-                    topic,
-                    window.kafka_key.encode(),
-                    orjson.dumps(window.as_dict()),
-                    None,
-                    float(window.window_end),
-                    None,
-                )
-            )
             windows_closed.setdefault(window.metric, set()).add(window.window_start)
         for metric, starts in windows_closed.items():
             self.metrics.windows_closed.labels(metric).inc(len(starts))
@@ -307,6 +325,12 @@ def create_app(
 
     async def watermark_timer() -> None:
         await pipeline.tick()
+
+    @app.task
+    async def quiet_client_logs() -> None:
+        # The worker's log level can leave aiokafka at DEBUG: a log record per produced message.
+        client_log = logging.getLogger("aiokafka")
+        client_log.setLevel(max(client_log.getEffectiveLevel(), logging.INFO))
 
     app.timer(interval=WATERMARK_TICK_SECONDS, name="watermarks")(watermark_timer)
 

@@ -1,0 +1,42 @@
+# surgewatch: `make demo` runs the embedded demo, `make test` runs every check. Both set up first.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEBS   := prometheus prometheus-alertmanager
+
+.PHONY: setup debs demo test lint bench clean
+
+setup: $(STAMP) debs
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# Debian packages, installed only when a binary is missing.
+debs:
+	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null \
+	   || ! command -v alertmanager >/dev/null || ! command -v amtool >/dev/null; then \
+	  echo "installing $(DEBS) ..."; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(DEBS); \
+	fi
+
+demo: setup
+	$(VENV)/bin/surgewatch demo
+
+lint: setup
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/mypy src
+
+test: lint
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) bench/throughput.py
+
+clean:
+	rm -rf $(VENV) .surgewatch .pytest_cache .mypy_cache .ruff_cache .hypothesis
