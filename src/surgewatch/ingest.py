@@ -172,7 +172,7 @@ class StreamIngest:
                     slot = (tag, start)
                     aggregate[slot] = get(slot, 0) + 1
             else:
-                country: str = event.country  # type: ignore[union-attr]
+                country = str(event.country)  # type: ignore[union-attr]
                 slot = (country, start)
                 aggregate[slot] = get(slot, 0) + 1
                 by_country[country] = by_country.get(country, 0) + 1

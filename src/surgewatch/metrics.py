@@ -69,7 +69,10 @@ class Metrics:
         )
         self.posts = Counter("surgewatch_posts", "Posts counted in a window.", registry=r)
         self.signups = Counter(
-            "surgewatch_signups", "Signups counted in a window, by country.", ["country"], registry=r
+            "surgewatch_signups",
+            "Signups counted in a window, by country.",
+            ["country"],
+            registry=r,
         )
         self.watermark = Gauge(
             "surgewatch_watermark_seconds",

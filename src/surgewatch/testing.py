@@ -17,7 +17,9 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 
-def scrape(url: str, timeout_seconds: float = 5.0) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+def scrape(
+    url: str, timeout_seconds: float = 5.0
+) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     """All samples at a ``/metrics`` URL, keyed by (sample name, label set)."""
     with urllib.request.urlopen(url, timeout=timeout_seconds) as response:
         text = response.read().decode()
@@ -44,7 +46,10 @@ def sample_sum(
 
 
 def wait_for(
-    condition: Callable[[], Any], timeout_seconds: float, interval_seconds: float = 0.2, what: str = ""
+    condition: Callable[[], Any],
+    timeout_seconds: float,
+    interval_seconds: float = 0.2,
+    what: str = "",
 ) -> Any:
     """Poll ``condition`` until it returns something truthy; raise ``TimeoutError`` at the deadline."""
     deadline = time.monotonic() + timeout_seconds

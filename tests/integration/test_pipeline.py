@@ -93,7 +93,9 @@ def make_events(seed: int, count: int) -> list[Produced]:
             if rnd.random() < 0.5:
                 body["hashtags"] = [_variant(t, rnd) for t in chosen]
             else:
-                body["text"] = "hello " + " ".join("#" + _variant(t, rnd).lstrip("#＃") for t in chosen)
+                body["text"] = "hello " + " ".join(
+                    "#" + _variant(t, rnd).lstrip("#＃") for t in chosen
+                )
             if rnd.random() < 0.2:
                 body["ts"] = int(ts * 1000)  # milliseconds
                 ts = int(ts * 1000) / 1000
@@ -168,9 +170,7 @@ def _create_topics(env: dict[str, str]) -> None:
     from surgewatch.config import load_settings
     from surgewatch.worker.topics import ensure_topics
 
-    settings = load_settings(
-        **{k.removeprefix("SURGEWATCH_").lower(): v for k, v in env.items()}
-    )
+    settings = load_settings(**{k.removeprefix("SURGEWATCH_").lower(): v for k, v in env.items()})
     asyncio.run(ensure_topics(settings, [settings.posts_topic, settings.signups_topic]))
 
 

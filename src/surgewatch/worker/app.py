@@ -17,8 +17,8 @@ from typing import Any
 
 import faust
 import orjson
-from prometheus_client import generate_latest
 from faust.types import TP
+from prometheus_client import generate_latest
 
 from surgewatch.config import Settings
 from surgewatch.ingest import POSTS, SIGNUPS, Partial, StreamIngest, owner_partition
@@ -253,7 +253,7 @@ class Pipeline:
                     state.watermarks.revoke(partition)
             for partition in owned:
                 tp = TP(topic, partition)
-                clock = state.watermarks.assign(partition, now)
+                state.watermarks.assign(partition, now)
                 state.watermarks.set_highwater(partition, consumer.highwater(tp))
             await self._send_partials(state.heartbeats(now, force=force))
             self.metrics.set_watermark(stream, state.watermarks.stream_watermark_seconds())

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 
-from aiokafka.client import AIOKafkaClient
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
 from surgewatch.config import Settings
@@ -45,12 +46,10 @@ async def ensure_topics(settings: Settings, names: Iterable[str] | None = None) 
         existing = set(await admin.list_topics())
         missing = [name for name in wanted if name not in existing]
         if missing:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(
                     [NewTopic(name, settings.partitions, 1) for name in missing]
                 )
-            except TopicAlreadyExistsError:
-                pass
     finally:
         await admin.close()
     client = AIOKafkaClient(bootstrap_servers=settings.bootstrap_servers, **security)

@@ -1,0 +1,174 @@
+"""``surgewatch demo``: broker, worker and a replayed ``rednote-2025`` wave with a live terminal view."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+
+from surgewatch.broker import EmbeddedBroker, free_port, port_in_use
+from surgewatch.config import load_settings
+from surgewatch.eventfile import EventRecord, write_events
+from surgewatch.events.timestamps import parse_ts
+from surgewatch.simulate.scenarios import DEFAULT_START, simulate, wave_onset
+from surgewatch.testing import WorkerProcess, sample, sample_sum, scrape
+
+SPARK = "▁▂▃▄▅▆▇█"
+HOURS_BEFORE_ONSET = 3.0
+
+
+def demo_events(path: Path, scale: float, hours: float) -> int:
+    """Write the demo's slice of ``rednote-2025``: from 3 h before the wave for ``hours``."""
+    onset = wave_onset(DEFAULT_START)
+    first = onset - timedelta(hours=HOURS_BEFORE_ONSET)
+    span = (first - DEFAULT_START).total_seconds() / 3600 + hours
+    lower = first.timestamp()
+    now = datetime.now(UTC).timestamp()
+
+    def in_slice(record: EventRecord) -> bool:
+        ts = parse_ts(record.value.get("ts"), now) if isinstance(record.value, dict) else None
+        return ts is None or ts >= lower
+
+    records = simulate("rednote-2025", scale=scale, start=DEFAULT_START, hours=span)
+    skipped = (r for r in records if in_slice(r))
+    return write_events(path, skipped)
+
+
+def sparkline(values: list[int]) -> str:
+    """Unicode bars scaled to the largest value."""
+    top = max(values, default=0) or 1
+    return "".join(SPARK[min(len(SPARK) - 1, v * (len(SPARK) - 1) // top)] for v in values)
+
+
+class WindowView:
+    """The latest closed windows, fed from the window-counts topic."""
+
+    def __init__(self) -> None:
+        self.signups: dict[int, dict[str, int]] = defaultdict(dict)
+        self.hashtags: dict[int, dict[str, int]] = defaultdict(dict)
+
+    def add(self, record: dict[str, Any]) -> None:
+        target = self.signups if record["metric"] == "signups" else self.hashtags
+        target[int(record["window_start"])][str(record["key"])] = int(record["count"])
+
+    def render(self, samples: dict[Any, float], metrics_url: str, replay_state: str) -> Group:
+        windows = sorted(set(self.signups) | set(self.hashtags))
+        last = windows[-1] if windows else None
+        when = datetime.fromtimestamp(last, UTC).strftime("%Y-%m-%d %H:%M UTC") if last else "-"
+        signups = Table(title=f"signups, window {when}", expand=True)
+        signups.add_column("country")
+        signups.add_column("count", justify="right")
+        signups.add_column("last 30 windows")
+        if last is not None:
+            current = self.signups.get(last, {})
+            for country, count in sorted(current.items(), key=lambda kv: -kv[1])[:6]:
+                history = [self.signups.get(w, {}).get(country, 0) for w in windows[-30:]]
+                signups.add_row(country, str(count), sparkline(history))
+        tags = Table(title=f"top hashtags, window {when}", expand=True)
+        tags.add_column("hashtag")
+        tags.add_column("posts", justify="right")
+        if last is not None:
+            for tag, count in sorted(self.hashtags.get(last, {}).items(), key=lambda kv: -kv[1])[
+                :8
+            ]:
+                tags.add_row("#" + tag, str(count))
+        health = Table.grid(padding=(0, 2))
+        for stream in ("posts", "signups"):
+            received = sample(samples, "surgewatch_events_received_total", stream=stream)
+            rejected = sample_sum(samples, "surgewatch_events_rejected_total", stream=stream)
+            late = sample(samples, "surgewatch_events_late_total", stream=stream)
+            health.add_row(stream, f"received {received:,.0f}", f"rejected {rejected:,.0f}",
+                           f"late {late:,.0f}")  # fmt: skip
+        outer = Table.grid(expand=True)
+        outer.add_row(signups, tags)
+        footer = f"{replay_state}   metrics: {metrics_url}   Ctrl-C stops everything"
+        return Group(outer, Panel(health, title="pipeline"), footer)
+
+
+async def _follow_counts(bootstrap: str, topic: str, view: WindowView, stop: asyncio.Event) -> None:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                group_id=None, enable_auto_commit=False)  # fmt: skip
+    await consumer.start()
+    try:
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=300)
+            for records in batch.values():
+                for record in records:
+                    view.add(orjson.loads(record.value))
+    finally:
+        await consumer.stop()
+
+
+async def _show(
+    env: dict[str, str], worker: WorkerProcess, events_file: Path, speed: float, console: Console
+) -> None:
+    from surgewatch.replay import replay
+
+    settings = load_settings(broker=env["SURGEWATCH_BROKER"])
+    view = WindowView()
+    stop = asyncio.Event()
+    follower = asyncio.ensure_future(
+        _follow_counts(settings.bootstrap_servers, settings.window_counts_topic, view, stop)
+    )
+    replaying = asyncio.ensure_future(
+        replay([str(events_file)], settings, speed=speed, progress=False)
+    )
+    samples: dict[Any, float] = {}
+    with Live(console=console, refresh_per_second=2, transient=False) as live:
+        while not replaying.done():
+            with contextlib.suppress(OSError):
+                samples = await asyncio.to_thread(scrape, worker.metrics_url, 2.0)
+            state = f"replaying at {speed:g}x"
+            live.update(view.render(samples, worker.metrics_url, state))
+            await asyncio.sleep(1.0)
+        stats = replaying.result()
+        with contextlib.suppress(OSError):
+            samples = await asyncio.to_thread(scrape, worker.metrics_url, 2.0)
+        live.update(
+            view.render(samples, worker.metrics_url, f"replay done: {stats.events:,} events")
+        )
+    stop.set()
+    await follower
+
+
+def run_demo(scale: float, speed: float, hours: float, port: int, workdir: Path) -> int:
+    """Run the demo to the end of the replay or Ctrl-C; stops everything it started."""
+    console = Console()
+    workdir.mkdir(parents=True, exist_ok=True)
+    events_file = workdir / f"rednote-2025-scale{scale:g}-{hours:g}h.jsonl.gz"
+    if not events_file.exists():
+        console.print(f"simulating the rednote-2025 wave (scale {scale:g}) into {events_file} ...")
+        count = demo_events(events_file, scale, hours)
+        console.print(f"{count:,} events")
+    if port_in_use("127.0.0.1", port):
+        port = free_port()
+        console.print(f"port 9092 is taken: the broker uses {port}")
+    env = {"SURGEWATCH_BROKER": f"kafka://127.0.0.1:{port}"}
+    web_port = int(os.environ.get("SURGEWATCH_WEB_PORT", "6066"))
+    if port_in_use("127.0.0.1", web_port):
+        web_port = free_port()
+    with EmbeddedBroker("127.0.0.1", port, log_path=workdir / "broker.log") as broker:
+        console.print(f"broker: {broker.url} (embedded tansu, memory storage)")
+        worker = WorkerProcess(env, web_port, workdir / "worker.log")
+        worker.start()
+        console.print(f"worker: metrics at {worker.metrics_url}, log in {workdir / 'worker.log'}")
+        try:
+            asyncio.run(_show(env, worker, events_file, speed, console))
+        except KeyboardInterrupt:
+            console.print("stopping ...")
+        finally:
+            worker.stop()
+    console.print("stopped the worker and the broker")
+    return 0
