@@ -121,7 +121,7 @@ def replay(files: tuple[str, ...], speed: float | None, max_speed: bool) -> None
 
 @main.command()
 @click.option(
-    "--scale", type=click.FloatRange(min=0, min_open=True), default=0.02, show_default=True
+    "--scale", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True
 )
 @click.option(
     "--speed", type=click.FloatRange(min=0, min_open=True), default=240.0, show_default=True

@@ -65,15 +65,18 @@ class WindowView:
         windows = sorted(set(self.signups) | set(self.hashtags))
         last = windows[-1] if windows else None
         when = datetime.fromtimestamp(last, UTC).strftime("%Y-%m-%d %H:%M UTC") if last else "-"
-        signups = Table(title=f"signups, window {when}", expand=True)
+        signups = Table(title=f"signups per window, latest {when}", expand=True)
         signups.add_column("country")
-        signups.add_column("count", justify="right")
+        signups.add_column("latest", justify="right")
         signups.add_column("last 30 windows")
-        if last is not None:
-            current = self.signups.get(last, {})
-            for country, count in sorted(current.items(), key=lambda kv: -kv[1])[:6]:
-                history = [self.signups.get(w, {}).get(country, 0) for w in windows[-30:]]
-                signups.add_row(country, str(count), sparkline(history))
+        recent = windows[-30:]
+        totals: dict[str, int] = defaultdict(int)
+        for window in recent:
+            for country, count in self.signups.get(window, {}).items():
+                totals[country] += count
+        for country, _ in sorted(totals.items(), key=lambda kv: -kv[1])[:6]:
+            history = [self.signups.get(w, {}).get(country, 0) for w in recent]
+            signups.add_row(country, str(history[-1]), sparkline(history))
         tags = Table(title=f"top hashtags, window {when}", expand=True)
         tags.add_column("hashtag")
         tags.add_column("posts", justify="right")

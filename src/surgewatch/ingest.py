@@ -10,6 +10,7 @@ per batch instead of one per event.
 from __future__ import annotations
 
 import bisect
+import math
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,10 @@ STREAM_OF_METRIC = {metric: stream for stream, metric in METRIC_OF_STREAM.items(
 LAG_BUCKETS_SECONDS: tuple[float, ...] = (
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0,
 )  # fmt: skip
+
+
+#: Keys whose owner partition is remembered between batches (cleared past this, bounding memory).
+OWNER_CACHE_KEYS = 100_000
 
 
 def owner_partition(metric: str, key: str, partitions: int) -> int:
@@ -60,7 +65,9 @@ class Partial:
                 "n": self.source_partitions,
                 "wm": watermark,
                 "o": [self.first_offset, self.last_offset],
-                "c": self.counts,
+                "k": [key for key, _, _ in self.counts],
+                "w": [start for _, start, _ in self.counts],
+                "c": [count for _, _, count in self.counts],
             }
         )
 
@@ -75,7 +82,7 @@ class Partial:
             source_partition=int(data["p"]),
             source_partitions=int(data["n"]),
             watermark_seconds=NO_TIME if watermark is None else float(watermark),
-            counts=[(str(k), int(w), int(c)) for k, w, c in data["c"]],
+            counts=list(zip(data["k"], data["w"], data["c"], strict=True)),
             first_offset=int(first),
             last_offset=int(last),
         )
@@ -116,6 +123,7 @@ class StreamIngest:
         self.downstream_partitions = downstream_partitions
         self.source_partitions = source_partitions
         self.watermarks = SourceWatermarks(window_seconds, grace_seconds)
+        self._owners: dict[str, int] = {}
         self._parse: Callable[[bytes, float], Post | Signup | Rejected] = (
             parse_post if stream == POSTS else parse_signup
         )
@@ -141,12 +149,12 @@ class StreamIngest:
         parse = self._parse
         outcome = BatchOutcome(received=len(values))
         rejected = outcome.rejected
-        aggregate: dict[tuple[str, int], int] = {}
-        get = aggregate.get
-        lag_counts = outcome.lag_bucket_counts
-        buckets = LAG_BUCKETS_SECONDS
-        bucket_of = bisect.bisect_left
-        lag_sum = 0.0
+        # window start -> key -> count; a batch spans few windows, so the inner dict is reused.
+        windows: dict[int, dict[str, int]] = {}
+        current_start: int | None = None
+        per_key: dict[str, int] = {}
+        counted_ts: list[float] = []
+        keep_ts = counted_ts.append
         late = 0
         posts = self.stream == POSTS
         by_country = outcome.counted_by_country
@@ -162,43 +170,64 @@ class StreamIngest:
                 continue
             if ts > watermark:
                 watermark = ts
-                if ts > max_event:
-                    max_event = ts
-            lag = now_seconds - ts
-            lag_sum += lag
-            lag_counts[bucket_of(buckets, lag)] += 1
+            if ts > max_event:
+                max_event = ts
+            keep_ts(ts)
+            if start != current_start:
+                found = windows.get(start)
+                if found is None:
+                    found = windows[start] = {}
+                per_key, current_start = found, start
             if posts:
                 for tag in event.hashtags:  # type: ignore[union-attr]
-                    slot = (tag, start)
-                    aggregate[slot] = get(slot, 0) + 1
+                    per_key[tag] = per_key.get(tag, 0) + 1
             else:
                 country = str(event.country)  # type: ignore[union-attr]
-                slot = (country, start)
-                aggregate[slot] = get(slot, 0) + 1
+                per_key[country] = per_key.get(country, 0) + 1
                 by_country[country] = by_country.get(country, 0) + 1
         outcome.late = late
-        outcome.counted = outcome.received - late - len(rejected)
-        outcome.lag_sum_seconds = lag_sum
+        outcome.counted = len(counted_ts)
+        self._lag(outcome, counted_ts, now_seconds)
         self.watermarks.update_read(
             partition, max_event, watermark, last_offset + 1, highwater, now_seconds
         )
-        return outcome, self._partials(partition, aggregate, first_offset, last_offset)
+        return outcome, self._partials(partition, windows, first_offset, last_offset)
+
+    @staticmethod
+    def _lag(outcome: BatchOutcome, counted_ts: list[float], now_seconds: float) -> None:
+        """Bucket ``now - ts`` of the counted events: a sort and one bisect per bucket bound."""
+        if not counted_ts:
+            return
+        counted_ts.sort()
+        total = len(counted_ts)
+        previous = 0
+        counts = outcome.lag_bucket_counts
+        for index, bound in enumerate(LAG_BUCKETS_SECONDS):
+            # lag <= bound  <=>  ts >= now - bound
+            at_most = total - bisect.bisect_left(counted_ts, now_seconds - bound)
+            counts[index] = at_most - previous
+            previous = at_most
+        counts[-1] = total - previous
+        outcome.lag_sum_seconds = now_seconds * total - math.fsum(counted_ts)
 
     def _partials(
         self,
         partition: int,
-        aggregate: dict[tuple[str, int], int],
+        windows: dict[int, dict[str, int]],
         first_offset: int = -1,
         last_offset: int = -1,
     ) -> list[tuple[int, Partial]]:
         metric, n = self.metric, self.downstream_partitions
         routed: list[list[tuple[str, int, int]]] = [[] for _ in range(n)]
-        owners: dict[str, int] = {}
-        for (key, start), count in aggregate.items():
-            owner = owners.get(key)
-            if owner is None:
-                owner = owners[key] = owner_partition(metric, key, n)
-            routed[owner].append((key, start, count))
+        owners = self._owners
+        if len(owners) > OWNER_CACHE_KEYS:
+            owners.clear()
+        for start, per_key in windows.items():
+            for key, count in per_key.items():
+                owner = owners.get(key)
+                if owner is None:
+                    owner = owners[key] = owner_partition(metric, key, n)
+                routed[owner].append((key, start, count))
         watermark = self.watermarks.partitions[partition].watermark_seconds
         return [
             (

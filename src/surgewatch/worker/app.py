@@ -165,7 +165,7 @@ class Pipeline:
         self.metrics.set_watermark(stream, state.watermarks.stream_watermark_seconds())
         self._commit_after(batch.tp, batch.last_offset + 1, futures)
 
-    async def _publish_windows(self, closed: list[WindowCount]) -> list[Awaitable[Any]]:
+    async def _publish_windows(self, closed: list[WindowCount], owner: int) -> list[Awaitable[Any]]:
         """Send window records a producer batch per partition (one ``send`` per record is the
         bottleneck otherwise). A key's windows all go to one partition: CRC-32 of ``metric|key``."""
         if not closed:
@@ -173,9 +173,13 @@ class Pipeline:
         topic = self.settings.window_counts_topic
         partitions = self.window_counts_partitions
         by_partition: dict[int, list[WindowCount]] = {}
-        for window in closed:
-            owner = owner_partition(window.metric, window.key, partitions)
-            by_partition.setdefault(owner, []).append(window)
+        if partitions == self.downstream_partitions:
+            # Same count as the partials topic: every key here is owned by partition ``owner``.
+            by_partition[owner] = closed
+        else:
+            for window in closed:
+                partition = owner_partition(window.metric, window.key, partitions)
+                by_partition.setdefault(partition, []).append(window)
         # Faust's producer wraps an aiokafka producer; its batch API is the fast path.
         producer = self.app.producer._ensure_producer()
         futures: list[Awaitable[Any]] = []
@@ -223,7 +227,7 @@ class Pipeline:
             dropped = store.dropped_updates(partial.metric) - before
             if dropped:
                 self.metrics.dropped_updates.labels(partial.metric).inc(dropped)
-        futures.extend(await self._publish_windows(closed))
+        futures.extend(await self._publish_windows(closed, partition))
         windows_closed: dict[str, set[int]] = {}
         for window in closed:
             windows_closed.setdefault(window.metric, set()).add(window.window_start)
