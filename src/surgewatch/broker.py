@@ -38,6 +38,17 @@ def resolve_tansu() -> str:
         ) from exc
 
 
+def die_with_parent() -> None:
+    """In a child before exec: ask Linux to SIGTERM it when its parent dies, so nothing leaks."""
+    try:
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    except OSError:  # not Linux: the parent's own clean-up still stops the child
+        pass
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port on ``host`` that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -123,7 +134,12 @@ class EmbeddedBroker:
         sink: IO[bytes] | int = self._log if self._log else subprocess.DEVNULL
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
         self._process = subprocess.Popen(
-            command, stdout=sink, stderr=sink, stdin=subprocess.DEVNULL, env=env
+            command,
+            stdout=sink,
+            stderr=sink,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            preexec_fn=die_with_parent,
         )
         try:
             asyncio.run(self._wait_ready(timeout_seconds))

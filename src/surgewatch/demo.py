@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -146,8 +147,15 @@ async def _show(
     await follower
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def run_demo(scale: float, speed: float, hours: float, port: int, workdir: Path) -> int:
     """Run the demo to the end of the replay or Ctrl-C; stops everything it started."""
+    # SIGTERM and a closed terminal stop the demo as cleanly as Ctrl-C does.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
     console = Console()
     workdir.mkdir(parents=True, exist_ok=True)
     events_file = workdir / f"rednote-2025-scale{scale:g}-{hours:g}h.jsonl.gz"
@@ -162,16 +170,19 @@ def run_demo(scale: float, speed: float, hours: float, port: int, workdir: Path)
     web_port = int(os.environ.get("SURGEWATCH_WEB_PORT", "6066"))
     if port_in_use("127.0.0.1", web_port):
         web_port = free_port()
-    with EmbeddedBroker("127.0.0.1", port, log_path=workdir / "broker.log") as broker:
-        console.print(f"broker: {broker.url} (embedded tansu, memory storage)")
-        worker = WorkerProcess(env, web_port, workdir / "worker.log")
-        worker.start()
-        console.print(f"worker: metrics at {worker.metrics_url}, log in {workdir / 'worker.log'}")
-        try:
-            asyncio.run(_show(env, worker, events_file, speed, console))
-        except KeyboardInterrupt:
-            console.print("stopping ...")
-        finally:
-            worker.stop()
+    try:
+        with EmbeddedBroker("127.0.0.1", port, log_path=workdir / "broker.log") as broker:
+            console.print(f"broker: {broker.url} (embedded tansu, memory storage)")
+            worker = WorkerProcess(env, web_port, workdir / "worker.log")
+            try:
+                worker.start()
+                console.print(
+                    f"worker: metrics at {worker.metrics_url}, log in {workdir / 'worker.log'}"
+                )
+                asyncio.run(_show(env, worker, events_file, speed, console))
+            finally:
+                worker.stop()
+    except KeyboardInterrupt:
+        console.print("interrupted")
     console.print("stopped the worker and the broker")
     return 0

@@ -16,6 +16,8 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from surgewatch.broker import die_with_parent
+
 
 def scrape(
     url: str, timeout_seconds: float = 5.0
@@ -88,6 +90,7 @@ class WorkerProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
         )
         log.close()
 
