@@ -5,9 +5,14 @@ from __future__ import annotations
 import re
 import sys
 import unicodedata
+from collections.abc import Iterable, Iterator
 
 # `#` followed by word characters, with an optional closing `#` (the Chinese `#话题#` style).
 _TAG_RE = re.compile(r"#(\w+)#?")
+# Up to this many `#` in a text, matching all tags at once beats stopping early.
+_FEW_HASH_SIGNS = 64
+# Up to this many tags, a list finds repeats quicker than a dict.
+_FEW_TAGS = 8
 
 
 def _hash_signs() -> frozenset[str]:
@@ -84,47 +89,48 @@ def extract_hashtags(text: str) -> list[str]:
     return list(tags)
 
 
+def _distinct(items: Iterable[str]) -> Iterator[str]:
+    """Yield each item of ``items`` the first time it comes."""
+    seen: set[str] = set()
+    for item in items:
+        if item not in seen:
+            seen.add(item)
+            yield item
+
+
 def extract_hashtags_at_most(text: str, limit: int) -> list[str] | None:
     """Return ``extract_hashtags(text)``, or ``None`` as soon as it finds more than ``limit`` tags.
 
-    Hostile text stays cheap: matching stops at the first tag over the limit, and a tag written
-    many times is normalised once.
+    Hostile text stays cheap: with many ``#`` signs, matching stops at the first tag over the
+    limit and a tag written many times is normalised once. Otherwise ``findall`` is quicker.
     """
     matchable = _matchable(text)
     if matchable is None:
         return []
-    tags: dict[str, None] = {}
-    seen: set[str] = set()
-    for match in _TAG_RE.finditer(matchable):
-        raw = match[1]
-        if raw in seen:
-            continue
-        seen.add(raw)
+    raws: Iterable[str]
+    if matchable.count("#") <= _FEW_HASH_SIGNS:
+        raws = _TAG_RE.findall(matchable)
+    else:
+        raws = _distinct(match[1] for match in _TAG_RE.finditer(matchable))
+    # At most limit + 1 tags are kept, so a list finds repeats quickly enough.
+    tags: list[str] = []
+    for raw in raws:
         tag = normalise_tag(raw)
         if tag and tag not in tags:
             if len(tags) >= limit:
                 return None
-            tags[tag] = None
-    return list(tags)
+            tags.append(tag)
+    return tags
 
 
 def hashtags_of(raw: list[str]) -> tuple[str, ...]:
     """Return the distinct normalised tags of a ``hashtags`` list, empty ones dropped, in order."""
-    if not raw:
-        return ()
-    # Fast path, exact: non-empty ASCII tags without `#` only need lower-casing, done in one call
-    # on the joined tags. Splitting gives one part per tag unless a tag holds the separator.
-    joined = "\x00".join(raw)
-    if joined.isascii() and "#" not in joined:
-        tags = joined.lower().split("\x00")
-        count = len(tags)
-        if count == len(raw) and "" not in tags:
-            if count == 1 or len(set(tags)) == count:
-                return tuple(tags)
-            return tuple(dict.fromkeys(tags))
-    unique: dict[str, None] = {}
+    if len(raw) > _FEW_TAGS:
+        return tuple(dict.fromkeys(filter(None, map(normalise_tag, raw))))
+    tags: list[str] = []
     for item in raw:
-        tag = normalise_tag(item)
-        if tag:
-            unique[tag] = None
-    return tuple(unique)
+        # normalise_tag with its ASCII case inlined: this runs for every tag of every post.
+        tag = item.strip("#").lower() if item.isascii() else normalise_tag(item)
+        if tag and tag not in tags:
+            tags.append(tag)
+    return tuple(tags)

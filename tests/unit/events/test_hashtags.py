@@ -87,6 +87,29 @@ def test_extract_at_most_stops_over_the_limit() -> None:
     assert extract_hashtags_at_most(thirty + " #T0 #t29 ＃Ｔ1", 30) == [f"t{i}" for i in range(30)]
 
 
+@pytest.mark.parametrize("limit", [30, 1000])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "#Red #red ＃ＲＥＤ " * 40 + "#blue #话题# " * 10,
+        " ".join(f"#t{i % 20}" for i in range(200)) + " #last#",
+        "#" * 70 + "a #b",
+    ],
+    ids=["repeats", "cycle", "hash-run"],
+)
+def test_text_with_many_hash_signs_gives_the_same_tags(text: str, limit: int) -> None:
+    # Over 64 `#` signs the matching stops early; the tags must not change.
+    assert text.count("#") + text.count("＃") > 64
+    assert extract_hashtags_at_most(text, limit) == extract_hashtags(text)
+
+
+def test_text_with_many_hash_signs_stops_over_the_limit() -> None:
+    text = " ".join(f"#t{i}" for i in range(31)) + " #t0" * 50
+    assert len(extract_hashtags(text)) == 31
+    assert extract_hashtags_at_most(text, 30) is None
+    assert extract_hashtags_at_most(text, 31) == [f"t{i}" for i in range(31)]
+
+
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
@@ -97,9 +120,12 @@ def test_extract_at_most_stops_over_the_limit() -> None:
         (["TikTokRefugee", "#tiktokrefugee", "＃ＴｉｋＴｏｋＲｅｆｕｇｅｅ"], ("tiktokrefugee",)),
         (["", "#", "x", "##"], ("x",)),
         (["#话题#", "话题", "Straße", "strasse"], ("话题", "strasse")),
-        # The fast path joins on NUL; a tag holding one must still come back whole.
-        (["a\x00b", "A"], ("a\x00b", "a")),
-        (["a\x00", "b"], ("a\x00", "b")),
+        (["a\x00b", "A", " a "], ("a\x00b", "a", " a ")),
+        # Longer lists take another path; the rule is the same.
+        (
+            ["c", "B", "", "a", "#b", "C", "＃Ａ", "d", "e", "#", "f"],
+            ("c", "b", "a", "d", "e", "f"),
+        ),
     ],
 )
 def test_hashtags_of_examples(raw: list[str], expected: tuple[str, ...]) -> None:
@@ -175,14 +201,19 @@ TAG_ALPHABET = st.sampled_from(["a", "A", "b", "#", "\uff03", "\x00", "ß", "Ｂ
 
 
 @settings(max_examples=300)
-@given(st.lists(st.text(alphabet=TAG_ALPHABET, max_size=4), max_size=6))
+@given(st.lists(st.text(alphabet=TAG_ALPHABET, max_size=4), max_size=12))
 def test_hashtags_of_is_the_distinct_non_empty_normalised_tags(raw: list[str]) -> None:
     expected = tuple(dict.fromkeys(tag for tag in map(normalise_tag, raw) if tag))
     assert hashtags_of(raw) == expected
 
 
 @settings(max_examples=300)
-@given(st.text(alphabet=st.sampled_from(["#", "\uff03", "a", "B", "话", " ", "\n", "-", "🎉"])))
+@given(
+    st.text(
+        alphabet=st.sampled_from(["#", "\uff03", "a", "B", "话", " ", "\n", "-", "🎉"]),
+        max_size=300,
+    )
+)
 def test_extracted_tags_are_distinct_non_empty_and_casefolded(text: str) -> None:
     tags = extract_hashtags(text)
     assert len(set(tags)) == len(tags)
