@@ -106,6 +106,12 @@ async def raw_consumer(bootstrap: str, topic: str, expected: int) -> float:
         await consumer.stop()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -116,7 +122,9 @@ def peak_rss_mb(pid: int) -> float:
 async def watch_worker(
     worker: WorkerProcess, bootstrap: str, counts_topic: str, pairs: int
 ) -> tuple[float, float]:
-    """Wall time of the worker's first event read and of the last window record."""
+    """Wall times of the worker's first event read and last window record, and its CPU seconds."""
+    assert worker.process is not None
+    pid = worker.process.pid
     reader = asyncio.ensure_future(
         read_topic(bootstrap, counts_topic, lambda got: len(got) >= pairs, 900)
     )
@@ -128,13 +136,15 @@ async def watch_worker(
             samples = {}
         if sample(samples, "surgewatch_events_received_total", stream="posts") > 0:
             first = time.perf_counter()
+            cpu_first = cpu_seconds(pid)
         else:
             await asyncio.sleep(0.02)
     records = await reader
     last = time.perf_counter()
+    cpu = cpu_seconds(pid) - cpu_first
     if len(records) != pairs:
         raise RuntimeError(f"expected {pairs} window records, got {len(records)}")
-    return first, last
+    return first, last, cpu
 
 
 def main() -> int:
@@ -176,10 +186,12 @@ def main() -> int:
         try:
             assert worker.process is not None
             pid = worker.process.pid
-            first, last = asyncio.run(
+            broker_cpu_before = cpu_seconds(broker.pid or 0)
+            first, last, cpu = asyncio.run(
                 watch_worker(worker, broker.bootstrap, env["SURGEWATCH_WINDOW_COUNTS_TOPIC"], pairs)
             )
             rss = peak_rss_mb(pid)
+            broker_cpu = cpu_seconds(broker.pid or 0) - broker_cpu_before
         finally:
             worker.stop()
     rate = total / (last - first)
@@ -190,6 +202,8 @@ def main() -> int:
         "raw_events_per_s": round(raw_rate),
         "ratio": round(rate / raw_rate, 3),
         "peak_rss_mb": round(rss, 1),
+        "worker_cpu_utilisation": round(cpu / (last - first), 2),
+        "broker_cpu_utilisation": round(broker_cpu / (last - first), 2),
         "cpus": os.cpu_count(),
     }
     print(json.dumps(result))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -15,7 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Any
 
 READY_TIMEOUT_SECONDS = 30.0
 
@@ -67,10 +68,21 @@ async def wait_until_ready(bootstrap: str, timeout_seconds: float) -> None:
     """Poll with real Kafka metadata requests until the broker at ``bootstrap`` answers."""
     from aiokafka.client import AIOKafkaClient
 
+    # Refused connections are expected while the broker starts; aiokafka would log each one.
+    client_log = logging.getLogger("aiokafka")
+    previous_level = client_log.level
+    client_log.setLevel(logging.CRITICAL)
+    try:
+        await _poll_metadata(AIOKafkaClient, bootstrap, timeout_seconds)
+    finally:
+        client_log.setLevel(previous_level)
+
+
+async def _poll_metadata(client_class: Any, bootstrap: str, timeout_seconds: float) -> None:
     deadline = time.monotonic() + timeout_seconds
     last_error: Exception | None = None
     while time.monotonic() < deadline:
-        client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
+        client = client_class(bootstrap_servers=bootstrap, request_timeout_ms=2000)
         try:
             await client.bootstrap()
             metadata = await client.fetch_all_metadata()

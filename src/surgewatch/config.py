@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     web_port: int = Field(default=6066, ge=0, le=65_535)
     web_host: str = "127.0.0.1"
     store: str = "memory://"
+    #: How long a fetch may wait at the broker. The embedded broker holds a fetch this long when
+    #: some requested partition has nothing new, which throttles a busy worker; on Apache Kafka a
+    #: larger value (e.g. 500) only means fewer empty polls while idle.
+    fetch_max_wait_ms: int = Field(default=5, ge=1, le=60_000)
 
     # Kafka TLS/SASL pass-through (SURGEWATCH_KAFKA_SECURITY_PROTOCOL, ...).
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"

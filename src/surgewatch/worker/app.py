@@ -299,6 +299,7 @@ def create_app(
         datadir=str(data_dir) if data_dir else None,
         topic_disable_leader=True,
     )
+    app.fetch_max_wait_ms = settings.fetch_max_wait_ms
     pipeline = Pipeline(app, settings, metrics, partition_counts, clock)
 
     def batch_topic(name: str) -> BatchTopic:
