@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 # Debian packages, installed only when a binary is missing.
 debs:
 	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null \
-	   || ! command -v alertmanager >/dev/null || ! command -v amtool >/dev/null; then \
+	   || ! command -v prometheus-alertmanager >/dev/null || ! command -v amtool >/dev/null; then \
 	  echo "installing $(DEBS) ..."; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(DEBS); \

@@ -26,7 +26,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from surgewatch.broker import EmbeddedBroker, free_port
-from surgewatch.testing import WorkerProcess, read_topic, sample, scrape
+from surgewatch.processes import WorkerProcess
+from surgewatch.scrape import sample, scrape
+from surgewatch.testing import read_topic
 
 PARTITIONS = 4
 WINDOW_SECONDS = 60

@@ -19,6 +19,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from surgewatch.processes import die_with_parent, terminate
+
 READY_TIMEOUT_SECONDS = 30.0
 
 
@@ -50,17 +52,6 @@ def quiet_client_logs() -> Iterator[None]:
         yield
     finally:
         client_log.setLevel(previous_level)
-
-
-def die_with_parent() -> None:
-    """In a child before exec: ask Linux to SIGTERM it when its parent dies, so nothing leaks."""
-    try:
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-    except OSError:  # not Linux: the parent's own clean-up still stops the child
-        pass
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -184,13 +175,8 @@ class EmbeddedBroker:
     def stop(self, timeout_seconds: float = 10.0) -> None:
         """Stop the broker: SIGTERM, then SIGKILL if it does not exit in time."""
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout_seconds)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        if process is not None:
+            terminate(process, timeout_seconds)
         if self._log is not None:
             self._log.close()
             self._log = None

@@ -21,8 +21,9 @@ from surgewatch.broker import EmbeddedBroker, free_port, port_in_use
 from surgewatch.config import load_settings
 from surgewatch.eventfile import EventRecord, write_events
 from surgewatch.events.timestamps import parse_ts
+from surgewatch.processes import WorkerProcess
+from surgewatch.scrape import sample, sample_sum, scrape
 from surgewatch.simulate.scenarios import DEFAULT_START, simulate, wave_onset
-from surgewatch.testing import WorkerProcess, sample, sample_sum, scrape
 
 SPARK = "▁▂▃▄▅▆▇█"
 HOURS_BEFORE_ONSET = 3.0

@@ -19,7 +19,9 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from surgewatch.broker import EmbeddedBroker, free_port
-from surgewatch.testing import WorkerProcess, read_topic_sync, sample, sample_sum, scrape, wait_for
+from surgewatch.processes import WorkerProcess
+from surgewatch.scrape import sample, sample_sum, scrape
+from surgewatch.testing import read_topic_sync, wait_for
 
 pytestmark = pytest.mark.integration
 
