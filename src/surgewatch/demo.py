@@ -139,11 +139,26 @@ async def _show(
             live.update(view.render(samples, worker.metrics_url, state))
             await asyncio.sleep(1.0)
         stats = replaying.result()
-        with contextlib.suppress(OSError):
-            samples = await asyncio.to_thread(scrape, worker.metrics_url, 2.0)
+        # The last windows close once event time has passed them: with the stream quiet, that is
+        # up to window + grace seconds of wall time after the replay.
+        deadline = (
+            asyncio.get_running_loop().time()
+            + settings.window_seconds
+            + 3 * settings.grace_seconds
+            + 15
+        )
+        state = f"replay done: {stats.events:,} events; closing the last windows"
+        while asyncio.get_running_loop().time() < deadline:
+            with contextlib.suppress(OSError):
+                samples = await asyncio.to_thread(scrape, worker.metrics_url, 2.0)
+            live.update(view.render(samples, worker.metrics_url, state))
+            if sample_sum(samples, "surgewatch_open_windows") == 0:
+                break
+            await asyncio.sleep(1.0)
         live.update(
             view.render(samples, worker.metrics_url, f"replay done: {stats.events:,} events")
         )
+    console.print()
     stop.set()
     await follower
 

@@ -34,6 +34,11 @@ LAG_BUCKETS_SECONDS: tuple[float, ...] = (
 )  # fmt: skip
 
 
+#: Largest routed partial, bytes (estimated with 4 bytes a key character): Kafka's default
+#: message limit is 1 MiB, and a batch of long tags would otherwise exceed it.
+MAX_PARTIAL_BYTES = 256 * 1024
+PARTIAL_ENTRY_OVERHEAD_BYTES = 24
+
 #: Keys whose owner partition is remembered between batches (cleared past this, bounding memory).
 OWNER_CACHE_KEYS = 100_000
 
@@ -136,6 +141,7 @@ class StreamIngest:
         last_offset: int,
         highwater: int | None,
         now_seconds: float,
+        highwater_wall_seconds: float | None = None,
     ) -> tuple[BatchOutcome, list[tuple[int, Partial]]]:
         """Handle one batch of ``partition`` (offsets ``first..last``); return outcome and partials.
 
@@ -144,7 +150,7 @@ class StreamIngest:
         """
         clock = self.watermarks.assign(partition, now_seconds)
         size, grace = self.window_seconds, self.grace_seconds
-        watermark = clock.watermark_seconds
+        watermark = previous_watermark = clock.watermark_seconds
         max_event = clock.max_event_seconds
         parse = self._parse
         outcome = BatchOutcome(received=len(values))
@@ -168,10 +174,13 @@ class StreamIngest:
             if start + size + grace <= watermark:
                 late += 1
                 continue
-            if ts > watermark:
-                watermark = ts
-            if ts > max_event:
-                max_event = ts
+            # An event stamped ahead of the processing clock is counted, but moves the watermark
+            # only up to "now": one bad clock must not close everyone's open windows.
+            horizon = ts if ts <= now_seconds else now_seconds
+            if horizon > watermark:
+                watermark = horizon
+            if horizon > max_event:
+                max_event = horizon
             keep_ts(ts)
             if start != current_start:
                 found = windows.get(start)
@@ -189,9 +198,16 @@ class StreamIngest:
         outcome.counted = len(counted_ts)
         self._lag(outcome, counted_ts, now_seconds)
         self.watermarks.update_read(
-            partition, max_event, watermark, last_offset + 1, highwater, now_seconds
+            partition,
+            max_event,
+            watermark,
+            last_offset + 1,
+            highwater,
+            now_seconds,
+            highwater_wall_seconds,
         )
-        return outcome, self._partials(partition, windows, first_offset, last_offset)
+        partials = self._partials(partition, windows, first_offset, last_offset, previous_watermark)
+        return outcome, partials
 
     @staticmethod
     def _lag(outcome: BatchOutcome, counted_ts: list[float], now_seconds: float) -> None:
@@ -216,34 +232,58 @@ class StreamIngest:
         windows: dict[int, dict[str, int]],
         first_offset: int = -1,
         last_offset: int = -1,
+        previous_watermark: float | None = None,
     ) -> list[tuple[int, Partial]]:
+        """Route counts to their owners; one partial per downstream partition, more when large.
+
+        A partial over :data:`MAX_PARTIAL_BYTES` is split so each stays far below a broker's
+        message limit; only the last piece of a destination carries the new watermark, so no window
+        closes downstream before all of this batch's counts for it have arrived.
+        """
         metric, n = self.metric, self.downstream_partitions
         routed: list[list[tuple[str, int, int]]] = [[] for _ in range(n)]
+        sizes = [0] * n
         owners = self._owners
         if len(owners) > OWNER_CACHE_KEYS:
             owners.clear()
+        watermark = self.watermarks.partitions[partition].watermark_seconds
+        held_back = watermark if previous_watermark is None else previous_watermark
+        out: list[tuple[int, Partial]] = []
         for start, per_key in windows.items():
             for key, count in per_key.items():
                 owner = owners.get(key)
                 if owner is None:
                     owner = owners[key] = owner_partition(metric, key, n)
                 routed[owner].append((key, start, count))
-        watermark = self.watermarks.partitions[partition].watermark_seconds
-        return [
-            (
-                dest,
-                Partial(
-                    metric,
-                    partition,
-                    self.source_partitions,
-                    watermark,
-                    counts,
-                    first_offset,
-                    last_offset,
-                ),
-            )
+                sizes[owner] += len(key) * 4 + PARTIAL_ENTRY_OVERHEAD_BYTES
+                if sizes[owner] >= MAX_PARTIAL_BYTES:
+                    out.append(
+                        (owner, self._partial(partition, held_back, routed[owner], first_offset))
+                    )
+                    routed[owner], sizes[owner] = [], 0
+        out.extend(
+            (dest, self._partial(partition, watermark, counts, first_offset, last_offset))
             for dest, counts in enumerate(routed)
-        ]
+        )
+        return out
+
+    def _partial(
+        self,
+        partition: int,
+        watermark: float,
+        counts: list[tuple[str, int, int]],
+        first_offset: int,
+        last_offset: int = -1,
+    ) -> Partial:
+        return Partial(
+            self.metric,
+            partition,
+            self.source_partitions,
+            watermark,
+            counts,
+            first_offset,
+            last_offset,
+        )
 
     def heartbeats(self, now_seconds: float, force: bool = False) -> list[tuple[int, Partial]]:
         """Watermark-only partials for partitions whose watermark moved by idleness.

@@ -17,7 +17,13 @@ pytestmark = pytest.mark.e2e
 
 
 def _demo(tmp_path: Path, broker_port: int, web_port: int, *extra: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "SURGEWATCH_WEB_PORT": str(web_port), "CI": "true"}
+    env = {
+        **os.environ,
+        "SURGEWATCH_WEB_PORT": str(web_port),
+        "SURGEWATCH_WINDOW_SECONDS": "60",
+        "SURGEWATCH_GRACE_SECONDS": "2",
+        "CI": "true",
+    }
     return subprocess.Popen(
         [
             sys.executable,
@@ -45,6 +51,8 @@ def test_demo_counts_the_wave_and_stops_everything(tmp_path: Path) -> None:
     output, _ = demo.communicate(timeout=240)
     assert demo.returncode == 0, output
     assert "replay done" in output
+    assert "closing the last windows" not in output.split("replay done")[-1]
+    assert "2025-01-13 17:59 UTC" in output  # the slice's last window closed and was shown
     assert f"http://127.0.0.1:{web_port}/metrics" in output
     assert "#tiktokrefugee" in output
     assert "US" in output

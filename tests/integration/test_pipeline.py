@@ -8,7 +8,10 @@ that partition before it.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import signal
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -260,4 +263,32 @@ def test_catch_up_from_full_topics_gives_the_same_exact_counts(
               "signups": pipeline_env["SURGEWATCH_SIGNUPS_TOPIC"]}  # fmt: skip
     asyncio.run(_produce(broker.bootstrap, topics, events))
     with WorkerProcess(pipeline_env, free_port(), tmp_path / "worker.log") as worker:
+        _check_everything(broker, pipeline_env, worker, events)
+
+
+def test_a_stalled_broker_does_not_make_the_worker_believe_the_stream_is_quiet(
+    broker: EmbeddedBroker, pipeline_env: dict[str, str], tmp_path: Path
+) -> None:
+    """While no fetch response arrives (a broker stall, a network cut) the last known end offsets
+    prove nothing: the watermark must not advance with wall time, or the events that follow the
+    stall would all be late. Idleness is only believed on fresh fetch responses."""
+    events = make_events(seed=3, count=4000)
+    first, second = events[:2000], events[2000:]
+    topics = {"posts": pipeline_env["SURGEWATCH_POSTS_TOPIC"],
+              "signups": pipeline_env["SURGEWATCH_SIGNUPS_TOPIC"]}  # fmt: skip
+    with WorkerProcess(pipeline_env, free_port(), tmp_path / "worker.log") as worker:
+        asyncio.run(_produce(broker.bootstrap, topics, first))
+
+        def all_first_received() -> bool:
+            samples = scrape(worker.metrics_url)
+            return sample_sum(samples, "surgewatch_events_received_total") == len(first)
+
+        wait_for(all_first_received, 60, what="the first half in /metrics")
+        assert broker.pid is not None
+        os.kill(broker.pid, signal.SIGSTOP)
+        try:
+            time.sleep(2 * WINDOW_SECONDS)  # the stall under test, not synchronisation
+        finally:
+            os.kill(broker.pid, signal.SIGCONT)
+        asyncio.run(_produce(broker.bootstrap, topics, second))
         _check_everything(broker, pipeline_env, worker, events)

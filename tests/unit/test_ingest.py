@@ -14,12 +14,15 @@ from hypothesis import strategies as st
 from surgewatch.events.model import MAX_VALUE_BYTES, Reason
 from surgewatch.ingest import (
     LAG_BUCKETS_SECONDS,
+    MAX_PARTIAL_BYTES,
     METRIC_OF_STREAM,
+    PARTIAL_ENTRY_OVERHEAD_BYTES,
     STREAM_OF_METRIC,
     Partial,
     StreamIngest,
     owner_partition,
 )
+from surgewatch.windows.watermark import FRESH_SECONDS
 
 WINDOW = 60
 GRACE = 30
@@ -104,6 +107,7 @@ def test_batch_counts_aggregates_and_routes() -> None:
     assert sum(len(p.counts) for _, p in partials) == 3
     clock = s.watermarks.partitions[1]
     assert (clock.next_offset, clock.highwater, clock.last_record_wall_seconds) == (15, 20, NOW)
+    assert clock.highwater_wall_seconds == NOW  # the batch's highwater is confirmed at its read
     assert clock.max_event_seconds == T0 + 61
 
 
@@ -115,6 +119,7 @@ def test_one_partial_per_downstream_partition_even_when_empty() -> None:
     assert [dest for dest, _ in partials] == [0, 1, 2, 3, 4]
     assert all(p.counts == [] for _, p in partials)
     assert all(p.watermark_seconds == -math.inf for _, p in partials)
+    assert s.watermarks.partitions[0].highwater_wall_seconds is None  # no end reported
     # An empty batch too.
     _, partials = s.process(0, [], 2, 1, None, NOW)
     assert [dest for dest, _ in partials] == [0, 1, 2, 3, 4]
@@ -235,8 +240,11 @@ def test_heartbeats_announce_idle_moves() -> None:
         (0, 1, T0 + 100),
         (1, 1, T0 + 100),
     ]
-    # Silent for grace: both advance with wall time.
-    beats = s.heartbeats(NOW + GRACE)
+    # Quiet for grace since both became idle, on fresh fetch responses: advance with wall time.
+    quiet_until = NOW + 1 + GRACE
+    for partition in (0, 1):
+        s.watermarks.set_highwater(partition, 1, quiet_until)
+    beats = s.heartbeats(quiet_until)
     assert sorted({(p.source_partition, p.watermark_seconds) for _, p in beats}) == [
         (0, T0 + 100 + GRACE),
         (1, T0 + 100 + GRACE),
@@ -244,17 +252,161 @@ def test_heartbeats_announce_idle_moves() -> None:
     assert len(beats) == 4
 
 
+def test_stale_fetch_evidence_never_advances_the_watermark() -> None:
+    """A stalled broker or a paused worker: no fresh fetch response, so nothing is idle."""
+    s = ingest("posts", downstream=1, sources=2)
+    # Both caught up, confirmed at NOW by the batches' own highwater: fresh until NOW + 2 s.
+    s.process(0, [post(T0 + 100, "a")], 0, 0, 1, NOW)
+    s.process(1, [post(T0 + 40, "a")], 0, 0, 1, NOW)
+    much_later = NOW + 10 * GRACE
+    assert FRESH_SECONDS < 10 * GRACE
+    assert s.heartbeats(much_later) == []
+    assert {p: c.watermark_seconds for p, c in s.watermarks.partitions.items()} == {
+        0: T0 + 100,
+        1: T0 + 40,
+    }
+    # Fetching resumes and shows a backlog on partition 1: it stays busy and holds the stream.
+    # Partition 0 is idle, but the most it may be raised to is partition 1's watermark, below its
+    # own: no heartbeat.
+    s.watermarks.set_highwater(0, 1, much_later)
+    s.watermarks.set_highwater(1, 5_000, much_later)
+    assert s.heartbeats(much_later) == []
+    assert {p: c.watermark_seconds for p, c in s.watermarks.partitions.items()} == {
+        0: T0 + 100,
+        1: T0 + 40,
+    }
+    assert s.watermarks.stream_watermark_seconds() == T0 + 40
+    # The backlog the stall hid is on time: its window (T0, closes at T0 + 90) is still open.
+    outcome, partials = s.process(1, [post(T0 + 45, "a")], 1, 1, 5_000, much_later)
+    assert (outcome.counted, outcome.late) == (1, 0)
+    assert [(d, p.watermark_seconds, p.counts) for d, p in partials] == [
+        (0, T0 + 45, [("a", T0, 1)])
+    ]
+
+
+def test_stall_after_all_idle_adds_no_wall_clock_time() -> None:
+    """Caught up and idle, then the broker stalls for 10 grace periods: the watermark waits."""
+    s = ingest("signups", downstream=1, sources=1)
+    s.process(0, [signup(T0 + 10, "us")], 0, 0, 1, NOW)
+    assert s.heartbeats(NOW + 1) == []  # idle on fresh evidence; quiet clock starts at NOW + 1
+    assert s.heartbeats(NOW + 1 + 10 * GRACE) == []  # stale: not idle, no advance
+    assert s.watermarks.late_before_seconds(0) == T0 + 10
+    # Fresh again: quiet only from this tick on, so still no advance.
+    s.watermarks.set_highwater(0, 1, NOW + 2 + 10 * GRACE)
+    assert s.heartbeats(NOW + 2 + 10 * GRACE) == []
+    s.watermarks.set_highwater(0, 1, NOW + 2 + 11 * GRACE)
+    beats = s.heartbeats(NOW + 2 + 11 * GRACE)
+    assert [p.watermark_seconds for _, p in beats] == [T0 + 10 + GRACE]
+
+
+def test_an_event_from_the_future_moves_the_watermark_only_to_now() -> None:
+    s = ingest("posts", downstream=1, sources=1)
+    now = T0 + 1_000
+    future = now + 6 * 3600
+    outcome, partials = s.process(0, [post(future, "early")], 0, 0, None, now)
+    assert (outcome.counted, outcome.late) == (1, 0)
+    # Counted in its own window, but the watermark and the largest event time stop at now.
+    assert [(p.watermark_seconds, p.counts) for _, p in partials] == [
+        (now, [("early", T0 + 22_560, 1)])
+    ]
+    clock = s.watermarks.partitions[0]
+    assert (clock.watermark_seconds, clock.max_event_seconds) == (now, now)
+    outcome, partials = s.process(0, [post(now - 5, "normal")], 1, 1, None, now)
+    assert (outcome.counted, outcome.late) == (1, 0)
+    assert [(p.watermark_seconds, p.counts) for _, p in partials] == [
+        (now, [("normal", T0 + 960, 1)])
+    ]
+    # A later clock lets a later event move it on, again at most to that clock.
+    s.process(0, [post(future, "early")], 2, 2, None, now + 30)
+    assert (clock.watermark_seconds, clock.max_event_seconds) == (now + 30, now + 30)
+
+
+def test_an_event_exactly_at_now_moves_the_watermark_to_it() -> None:
+    s = ingest("signups", downstream=1, sources=1)
+    s.process(0, [signup(NOW, "us")], 0, 0, None, NOW)
+    clock = s.watermarks.partitions[0]
+    assert (clock.watermark_seconds, clock.max_event_seconds) == (NOW, NOW)
+
+
+#: Long tags for the split tests: 2,004 characters, so an entry is estimated at 8,040 bytes and a
+#: piece is cut once it holds 33 of them (33 * 8,040 >= MAX_PARTIAL_BYTES > 32 * 8,040).
+LONG_TAGS = [f"{i:04d}" + "x" * 2_000 for i in range(300)]
+PER_PIECE = 33
+
+
+def test_split_arithmetic() -> None:
+    entry = 2_004 * 4 + PARTIAL_ENTRY_OVERHEAD_BYTES
+    assert entry == 8_040
+    assert (PER_PIECE - 1) * entry < MAX_PARTIAL_BYTES <= PER_PIECE * entry
+
+
+def test_a_large_batch_is_split_and_only_the_last_piece_moves_the_watermark() -> None:
+    s = ingest("posts", downstream=1, sources=1)
+    events = [post(T0 + 10, *LONG_TAGS[i : i + 30]) for i in range(0, 300, 30)]
+    _, partials = s.process(0, events, 0, len(events) - 1, None, NOW)
+    # 300 entries: 9 full pieces of 33, then the last piece with the remaining 3.
+    assert [len(p.counts) for _, p in partials] == [PER_PIECE] * 9 + [3]
+    assert [d for d, _ in partials] == [0] * 10
+    assert all(len(p.encode()) < 1_000_000 for _, p in partials)
+    assert [p.watermark_seconds for _, p in partials] == [-math.inf] * 9 + [T0 + 10]
+    assert [p.first_offset for _, p in partials] == [0] * 10
+    assert (partials[-1][1].first_offset, partials[-1][1].last_offset) == (0, 9)
+    # Every count arrives once, in the batch's order.
+    assert [c for _, p in partials for c in p.counts] == [(tag, T0, 1) for tag in LONG_TAGS]
+
+
+def test_split_pieces_carry_the_watermark_from_before_the_batch_per_destination() -> None:
+    s = ingest("posts", downstream=2, sources=1)
+    s.process(0, [post(T0 + 5, "small")], 0, 0, None, NOW)
+    events = [post(T0 + 20, *LONG_TAGS[i : i + 30]) for i in range(0, 300, 30)]
+    _, partials = s.process(0, events, 1, 10, None, NOW)
+    for dest in (0, 1):
+        owned = [t for t in LONG_TAGS if owner_partition("hashtag_posts", t, 2) == dest]
+        pieces = [p for d, p in partials if d == dest]
+        full = len(owned) // PER_PIECE
+        assert [len(p.counts) for p in pieces] == [PER_PIECE] * full + [len(owned) % PER_PIECE]
+        # Earlier pieces: the watermark before this batch; the last piece: the new one.
+        assert [p.watermark_seconds for p in pieces] == [T0 + 5] * full + [T0 + 20]
+        assert [c for p in pieces for c in p.counts] == [(t, T0, 1) for t in owned]
+    # Each destination's last piece comes after all of its earlier pieces.
+    assert [d for d, _ in partials[-2:]] == [0, 1]
+    assert s.watermarks.partitions[0].watermark_seconds == T0 + 20
+
+
+def test_a_piece_that_reaches_the_limit_exactly_is_cut_and_the_watermark_still_follows() -> None:
+    s = ingest("posts", downstream=1, sources=1)
+    # 32 tags of 2,042 characters: 32 * (2,042 * 4 + 24) == MAX_PARTIAL_BYTES exactly.
+    tags = [f"{i:02d}" + "y" * 2_040 for i in range(32)]
+    assert len(tags) * (2_042 * 4 + PARTIAL_ENTRY_OVERHEAD_BYTES) == MAX_PARTIAL_BYTES
+    _, partials = s.process(0, [post(T0 + 10, *tags[:16]), post(T0 + 11, *tags[16:])], 0, 1, 1, NOW)
+    # The last entry fills the piece: it is cut with the old watermark, and an empty last piece
+    # still brings the new one.
+    assert [(len(p.counts), p.watermark_seconds) for _, p in partials] == [
+        (32, -math.inf),
+        (0, T0 + 11),
+    ]
+    # One entry less stays in one piece.
+    s = ingest("posts", downstream=1, sources=1)
+    _, partials = s.process(
+        0, [post(T0 + 10, *tags[:16]), post(T0 + 11, *tags[16:31])], 0, 1, 1, NOW
+    )
+    assert [(len(p.counts), p.watermark_seconds) for _, p in partials] == [(31, T0 + 11)]
+
+
 def test_max_event_time_tracks_events_read_below_a_raised_watermark() -> None:
     """Regression: max_event was only updated when ts also exceeded the (raised) watermark."""
     s = ingest("signups", downstream=1, sources=1)
     s.process(0, [signup(T0, "us")], 0, 0, 1, NOW)
-    s.heartbeats(NOW + 100)  # silent 100 s >= grace: watermark T0 + 100
+    assert s.heartbeats(NOW) == []  # caught up on fresh evidence: the quiet clock starts at NOW
+    s.watermarks.set_highwater(0, 1, NOW + 100)
+    s.heartbeats(NOW + 100)  # quiet 100 s >= grace: watermark T0 + 100
     assert s.watermarks.late_before_seconds(0) == T0 + 100
     outcome, _ = s.process(0, [signup(T0 + 90, "us")], 1, 1, 2, NOW + 100)
     assert outcome.counted == 1  # window T0 + 60 closes at T0 + 150
-    # Silent 40 s after the event at T0 + 90: the largest event time plus the silence. With a stale
-    # maximum (T0) the watermark would stay at T0 + 100 until the silence exceeded 100 s, and
+    # Quiet 40 s after the event at T0 + 90: the largest event time plus the quiet time. With a
+    # stale maximum (T0) the watermark would stay at T0 + 100 until the quiet exceeded 100 s, and
     # window T0 + 60 would close at wall time NOW + 250 instead of NOW + 160.
+    s.watermarks.set_highwater(0, 2, NOW + 140)
     beats = s.heartbeats(NOW + 140)
     assert [p.watermark_seconds for _, p in beats] == [T0 + 130]
     assert s.watermarks.partitions[0].max_event_seconds == T0 + 90

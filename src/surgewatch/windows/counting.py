@@ -103,7 +103,7 @@ class WindowStore:
             return NO_TIME
         if len(state.source_watermarks) < state.source_partitions:
             return NO_TIME
-        return min(state.source_watermarks[p] for p in range(state.source_partitions))
+        return min(state.source_watermarks.get(p, NO_TIME) for p in range(state.source_partitions))
 
     def _close(self, metric: str, state: _MetricState) -> list[WindowCount]:
         watermark = self.watermark_seconds(metric)

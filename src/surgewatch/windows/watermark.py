@@ -6,9 +6,13 @@ the order of the partition's own records, so it is the same whichever worker rea
 however fast. The stream's watermark is the minimum over partitions; a partition with nothing left to
 read, or silent for ``grace_seconds`` of wall time, stops holding it back: its watermark is raised to
 the minimum of the busy partitions (or, when every partition is idle, to the largest event time read,
-advancing with wall time once the stream has been silent for ``grace_seconds``). Once raised, the
+advancing with wall time once the stream has been quiet for ``grace_seconds``). Once raised, the
 partition judges its later events against the raised watermark, so nothing can reach a window that a
 downstream partition already closed.
+
+Idleness is only believed on fresh evidence: a partition counts as idle only while a fetch response
+has confirmed its end within ``fresh_seconds``. A stalled broker or a paused worker therefore holds
+the watermark where it is instead of turning the backlog it has not seen yet into late events.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import math
 from dataclasses import dataclass
 
 NO_TIME = -math.inf
+#: How recent a fetch response must be for its end offset to prove a partition idle, seconds.
+FRESH_SECONDS = 2.0
 
 
 @dataclass(slots=True)
@@ -28,6 +34,8 @@ class PartitionClock:
     last_record_wall_seconds: float = 0.0
     next_offset: int | None = None
     highwater: int | None = None
+    #: Wall time of the fetch response that last reported ``highwater``.
+    highwater_wall_seconds: float | None = None
 
     def caught_up(self) -> bool:
         """Nothing left to read, as far as the last fetch told (an empty partition counts)."""
@@ -51,10 +59,15 @@ class PartitionClock:
 class SourceWatermarks:
     """Watermarks of the partitions of one input stream that this worker reads."""
 
-    def __init__(self, window_seconds: int, grace_seconds: int) -> None:
+    def __init__(
+        self, window_seconds: int, grace_seconds: int, fresh_seconds: float = FRESH_SECONDS
+    ) -> None:
         self.window_seconds = window_seconds
         self.grace_seconds = grace_seconds
+        self.fresh_seconds = fresh_seconds
         self.partitions: dict[int, PartitionClock] = {}
+        #: When every partition last became idle together (``None`` while any is busy).
+        self._quiet_since: float | None = None
 
     def assign(self, partition: int, now_wall_seconds: float) -> PartitionClock:
         """Start tracking ``partition`` (idempotent)."""
@@ -81,25 +94,51 @@ class SourceWatermarks:
         next_offset: int,
         highwater: int | None,
         now_wall_seconds: float,
+        highwater_wall_seconds: float | None = None,
     ) -> None:
-        """Record a batch read from ``partition``: largest event time, watermark after it, position."""
+        """Record a batch read from ``partition``: largest event time, watermark after it, position.
+
+        ``highwater`` is the end the fetch response at ``highwater_wall_seconds`` reported (by
+        default ``now_wall_seconds``); an older report than one already held is ignored.
+        """
         clock = self.partitions[partition]
         if max_event_seconds > clock.max_event_seconds:
             clock.max_event_seconds = max_event_seconds
         if watermark_seconds > clock.watermark_seconds:
             clock.watermark_seconds = watermark_seconds
         clock.next_offset = next_offset
-        if highwater is not None:
-            clock.highwater = highwater
         clock.last_record_wall_seconds = now_wall_seconds
+        confirmed = now_wall_seconds if highwater_wall_seconds is None else highwater_wall_seconds
+        self.set_highwater(partition, highwater, confirmed)
 
-    def set_highwater(self, partition: int, highwater: int | None) -> None:
-        """Latest end of ``partition`` as the consumer's last fetch reported it."""
-        if highwater is not None and partition in self.partitions:
-            self.partitions[partition].highwater = highwater
+    def set_position(self, partition: int, next_offset: int | None) -> None:
+        """Where the consumer will fetch ``partition`` from, before this worker has read it."""
+        clock = self.partitions.get(partition)
+        if clock is not None and clock.next_offset is None and next_offset is not None:
+            clock.next_offset = next_offset
+
+    def set_highwater(
+        self, partition: int, highwater: int | None, confirmed_wall_seconds: float | None
+    ) -> None:
+        """End of ``partition`` as a fetch response at ``confirmed_wall_seconds`` reported it."""
+        clock = self.partitions.get(partition)
+        if clock is None or highwater is None or confirmed_wall_seconds is None:
+            return
+        if clock.highwater_wall_seconds is None or confirmed_wall_seconds >= (
+            clock.highwater_wall_seconds
+        ):
+            clock.highwater = highwater
+            clock.highwater_wall_seconds = confirmed_wall_seconds
+
+    def is_fresh(self, clock: PartitionClock, now_wall_seconds: float) -> bool:
+        """A fetch response confirmed the partition's end within ``fresh_seconds``."""
+        confirmed = clock.highwater_wall_seconds
+        return confirmed is not None and now_wall_seconds - confirmed <= self.fresh_seconds
 
     def is_idle(self, clock: PartitionClock, now_wall_seconds: float) -> bool:
-        """Nothing left to read, or silent for ``grace_seconds`` without known backlog."""
+        """On fresh evidence: nothing left to read, or silent for ``grace_seconds`` with no backlog."""
+        if not self.is_fresh(clock, now_wall_seconds):
+            return False
         if clock.caught_up():
             return True
         silent = now_wall_seconds - clock.last_record_wall_seconds >= self.grace_seconds
@@ -115,13 +154,16 @@ class SourceWatermarks:
             if not self.is_idle(clock, now_wall_seconds)
         }
         if busy:
+            self._quiet_since = None
             target = min(self.partitions[partition].watermark_seconds for partition in busy)
         else:
+            if self._quiet_since is None:
+                self._quiet_since = now_wall_seconds
             target = max(c.max_event_seconds for c in self.partitions.values())
-            last_wall = max(c.last_record_wall_seconds for c in self.partitions.values())
-            silent_seconds = now_wall_seconds - last_wall
-            if target != NO_TIME and silent_seconds >= self.grace_seconds:
-                target += silent_seconds
+            last_record = max(c.last_record_wall_seconds for c in self.partitions.values())
+            quiet_seconds = now_wall_seconds - max(self._quiet_since, last_record)
+            if target != NO_TIME and quiet_seconds >= self.grace_seconds:
+                target += quiet_seconds
         moved = []
         for partition, clock in self.partitions.items():
             if partition in busy or target <= clock.watermark_seconds:

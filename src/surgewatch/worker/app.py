@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from surgewatch.config import Settings
 from surgewatch.ingest import POSTS, SIGNUPS, Partial, StreamIngest, owner_partition
 from surgewatch.metrics import Metrics
 from surgewatch.windows.counting import WindowCount, WindowStore
+from surgewatch.windows.watermark import FRESH_SECONDS
 from surgewatch.worker.batching import BatchingApp, BatchingConsumer, BatchTopic, RecordBatch
 
 log = logging.getLogger("surgewatch.worker")
@@ -98,30 +100,59 @@ class Pipeline:
             )
             for stream, topic in self.topic_of_stream.items()
         }
+        fresh_seconds = max(FRESH_SECONDS, 4 * settings.fetch_max_wait_ms / 1000)
+        for state in self.ingests.values():
+            state.watermarks.fresh_seconds = fresh_seconds
         self.stores: dict[int, WindowStore] = {}
+        #: Next offset of each partials partition that its store has applied.
+        self._applied: dict[int, int] = {}
+        #: Batches of a partition whose sends are not all acknowledged, oldest first: offsets are
+        #: committed only over a run of finished batches.
+        self._pending: dict[TP, deque[list[Any]]] = {}
+        #: Held while a stream's partials are computed and sent, so a watermark heartbeat from the
+        #: timer can never overtake the counts it covers.
+        self._stream_locks = {stream: asyncio.Lock() for stream in self.ingests}
         self._ticks = 0
+        self._crash: asyncio.Future[Any] | None = None
 
     @property
     def consumer(self) -> BatchingConsumer:
         return self.app.consumer  # type: ignore[no-any-return]
 
     def _commit_after(self, tp: TP, next_offset: int, futures: list[Awaitable[Any]]) -> None:
-        """Let ``tp`` commit up to ``next_offset`` once every send derived from it is acknowledged."""
+        """Let ``tp`` commit up to ``next_offset`` once this and every earlier batch is acknowledged.
+
+        A failed send stops the worker: its offsets stay uncommitted, and the batch is read again
+        after a restart instead of being skipped by a later batch's commit.
+        """
+        pending = self._pending.setdefault(tp, deque())
+        entry = [next_offset, not futures]
+        pending.append(entry)
+
+        def release() -> None:
+            while pending and pending[0][1]:
+                self.consumer.mark_processed(tp, pending.popleft()[0])
+
         if not futures:
-            self.consumer.mark_processed(tp, next_offset)
+            release()
             return
-        gathered = asyncio.gather(*futures)
 
         def done(result: asyncio.Future[Any]) -> None:
             if result.cancelled():
                 return
             error = result.exception()
             if error is not None:
-                log.error("a send for %s failed (%s); offsets stay uncommitted", tp, error)
+                log.critical("a send derived from %s failed: %r; stopping the worker", tp, error)
+                self._crash = asyncio.ensure_future(self.app.crash(error))
                 return
-            self.consumer.mark_processed(tp, next_offset)
+            entry[1] = True
+            release()
 
-        gathered.add_done_callback(done)
+        asyncio.gather(*futures).add_done_callback(done)
+
+    def _is_stale(self, batch: RecordBatch) -> bool:
+        """Fetched before the latest rebalance: the partition may belong to another worker now."""
+        return bool(batch.generation_id != self.app.consumer_generation_id)
 
     async def _send_partials(self, partials: list[tuple[int, Partial]]) -> list[Awaitable[Any]]:
         producer = self.app.producer
@@ -133,16 +164,30 @@ class Pipeline:
 
     async def ingest(self, stream: str, batch: RecordBatch) -> None:
         """One batch of an input partition: count, route partials, dead-letter the rejects."""
+        if self._is_stale(batch):
+            return
+        async with self._stream_locks[stream]:
+            await self._ingest(stream, batch)
+
+    async def _ingest(self, stream: str, batch: RecordBatch) -> None:
         now = self.clock()
         state = self.ingests[stream]
         records = batch.records
+        clock = state.watermarks.partitions.get(batch.tp.partition)
+        if clock is not None and clock.next_offset is not None:
+            # After a rebalance Faust seeks back to the committed offset; what this worker has
+            # already counted must not be counted twice.
+            records = [r for r in records if r.offset >= clock.next_offset]
+            if not records:
+                return
         outcome, partials = state.process(
             batch.tp.partition,
             [record.value for record in records],
-            batch.first_offset,
-            batch.last_offset,
+            records[0].offset,
+            records[-1].offset,
             batch.highwater,
             now,
+            batch.highwater_wall_seconds,
         )
         self.metrics.record_batch(stream, outcome)
         producer = self.app.producer
@@ -163,7 +208,7 @@ class Pipeline:
             )
         futures.extend(await self._send_partials(partials))
         self.metrics.set_watermark(stream, state.watermarks.stream_watermark_seconds())
-        self._commit_after(batch.tp, batch.last_offset + 1, futures)
+        self._commit_after(batch.tp, records[-1].offset + 1, futures)
 
     async def _publish_windows(self, closed: list[WindowCount], owner: int) -> list[Awaitable[Any]]:
         """Send window records a producer batch per partition (one ``send`` per record is the
@@ -199,8 +244,16 @@ class Pipeline:
 
     async def count(self, batch: RecordBatch) -> None:
         """One batch of routed partials: add them up and publish the windows that closed."""
+        if self._is_stale(batch):
+            return
         settings = self.settings
         partition = batch.tp.partition
+        applied = self._applied.get(partition)
+        records = batch.records
+        if applied is not None:
+            records = [r for r in records if r.offset >= applied]
+            if not records:
+                return
         store = self.stores.get(partition)
         if store is None:
             store = self.stores[partition] = WindowStore(
@@ -208,7 +261,7 @@ class Pipeline:
             )
         futures: list[Awaitable[Any]] = []
         closed: list[WindowCount] = []
-        for record in batch.records:
+        for record in records:
             try:
                 partial = Partial.decode(record.value)
             except (ValueError, KeyError, TypeError) as exc:
@@ -240,7 +293,8 @@ class Pipeline:
             self.metrics.open_windows.labels(metric).set(
                 sum(s.open_windows(metric) for s in self.stores.values())
             )
-        self._commit_after(batch.tp, batch.last_offset + 1, futures)
+        self._applied[partition] = records[-1].offset + 1
+        self._commit_after(batch.tp, records[-1].offset + 1, futures)
 
     async def tick(self) -> None:
         """Track assignment, mark idle partitions, and send watermark heartbeats downstream."""
@@ -252,14 +306,19 @@ class Pipeline:
         for stream, topic in self.topic_of_stream.items():
             state = self.ingests[stream]
             owned = {tp.partition for tp in assignment if tp.topic == topic}
-            for partition in list(state.watermarks.partitions):
-                if partition not in owned:
-                    state.watermarks.revoke(partition)
-            for partition in owned:
-                tp = TP(topic, partition)
-                state.watermarks.assign(partition, now)
-                state.watermarks.set_highwater(partition, consumer.highwater(tp))
-            await self._send_partials(state.heartbeats(now, force=force))
+            async with self._stream_locks[stream]:
+                for partition in list(state.watermarks.partitions):
+                    if partition not in owned:
+                        state.watermarks.revoke(partition)
+                for partition in owned:
+                    state.watermarks.assign(partition, now)
+                    known = consumer.fetch_state(TP(topic, partition))
+                    if not known.delivered:
+                        state.watermarks.set_position(partition, known.position)
+                    state.watermarks.set_highwater(
+                        partition, known.highwater, known.highwater_wall_seconds
+                    )
+                await self._send_partials(state.heartbeats(now, force=force))
             self.metrics.set_watermark(stream, state.watermarks.stream_watermark_seconds())
         owned_downstream = {
             tp.partition for tp in assignment if tp.topic == self.settings.partials_topic
@@ -267,6 +326,7 @@ class Pipeline:
         for partition in list(self.stores):
             if partition not in owned_downstream:
                 del self.stores[partition]
+                self._applied.pop(partition, None)
 
 
 def create_app(
@@ -291,6 +351,8 @@ def create_app(
         broker_max_poll_records=MAX_POLL_RECORDS,
         producer_linger_ms=5,
         producer_max_batch_size=512 * 1024,
+        # A dead letter is re-sent whole: leave room for a value at Kafka's default 1 MiB limit.
+        producer_max_request_size=2 * 1024 * 1024,
         web_enabled=True,
         web_port=settings.web_port,
         web_bind=settings.web_host,

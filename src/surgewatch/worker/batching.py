@@ -33,6 +33,10 @@ class RecordBatch:
     tp: TP
     records: list[Any]
     highwater: int | None
+    #: Wall time of the fetch response that reported ``highwater``.
+    highwater_wall_seconds: float | None
+    #: The consumer generation it was fetched in: a batch from before a rebalance is stale.
+    generation_id: int = 0
 
     @property
     def first_offset(self) -> int:
@@ -41,6 +45,18 @@ class RecordBatch:
     @property
     def last_offset(self) -> int:
         return int(self.records[-1].offset)
+
+
+@dataclass(frozen=True, slots=True)
+class FetchState:
+    """A partition as the consumer knows it: next fetch offset, end offset, when the end was seen."""
+
+    position: int | None
+    highwater: int | None
+    highwater_wall_seconds: float | None
+    #: Records of the partition were handed to an agent: ``position`` may be ahead of what the
+    #: agent has processed, so it says nothing about what is left to read.
+    delivered: bool = False
 
 
 BatchHandler = Callable[[RecordBatch], Awaitable[None]]
@@ -103,6 +119,7 @@ class BatchingConsumer(faust_aiokafka.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._processed_offsets: dict[TP, int] = {}
+        self._delivered: set[TP] = set()
         self.fetch_max_wait_ms = getattr(self.app, "fetch_max_wait_ms", self.fetch_max_wait_ms)
 
     def _new_consumer_thread(self) -> BatchingConsumerThread:
@@ -127,10 +144,24 @@ class BatchingConsumer(faust_aiokafka.Consumer):
             return self._processed_offsets[tp]
         return cast(int | None, super()._new_offset(tp))
 
-    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
-        for tp in revoked:
-            self._processed_offsets.pop(tp, None)
-        await super().on_partitions_revoked(revoked)
+    def fetch_state(self, tp: TP) -> FetchState:
+        """What the consumer knows of ``tp``: its fetch position and the last response's end."""
+        try:
+            client = self._thread._ensure_consumer()
+            # aiokafka keeps these per assigned partition; they are plain attribute reads.
+            state = client._subscription.subscription.assignment.state_value(tp)
+        except (AssertionError, AttributeError, KeyError):  # not (or no longer) assigned
+            return FetchState(None, None, None)
+        if state is None:
+            return FetchState(None, None, None)
+        position = state.position if state.has_valid_position else None
+        polled_ms = state.timestamp
+        return FetchState(
+            position,
+            state.highwater,
+            polled_ms / 1000.0 if polled_ms is not None else None,
+            tp in self._delivered,
+        )
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - needs a broker
         conductor = cast(BatchingConductor, self.app.topics)
@@ -165,7 +196,17 @@ class BatchingConsumer(faust_aiokafka.Consumer):
                         continue
                     handler = conductor.batch_handler_for(tp)
                     if handler is not None:
-                        await handler(RecordBatch(tp, tp_records, self.highwater(tp)))
+                        self._delivered.add(tp)
+                        known = self.fetch_state(tp)
+                        await handler(
+                            RecordBatch(
+                                tp,
+                                tp_records,
+                                known.highwater,
+                                known.highwater_wall_seconds,
+                                generation_id,
+                            )
+                        )
                     else:
                         for record in tp_records:
                             await callback(self._to_message(tp, record))

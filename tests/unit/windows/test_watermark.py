@@ -1,4 +1,5 @@
-"""Source watermarks: per-partition lateness, idleness on an injected wall clock, never backwards."""
+"""Source watermarks: per-partition lateness, idleness on fresh fetch evidence and an injected wall
+clock, never backwards."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from surgewatch.windows.tumbling import is_late
-from surgewatch.windows.watermark import NO_TIME, PartitionClock, SourceWatermarks
+from surgewatch.windows.watermark import FRESH_SECONDS, NO_TIME, PartitionClock, SourceWatermarks
 
 WINDOW = 60
 GRACE = 30
@@ -42,6 +43,12 @@ def watermarks(marks: SourceWatermarks) -> dict[int, float]:
     return {p: c.watermark_seconds for p, c in marks.partitions.items()}
 
 
+def confirm(marks: SourceWatermarks, now: float) -> None:
+    """A fetch response at ``now`` confirms every partition's last known end (the worker's tick)."""
+    for partition, clock in marks.partitions.items():
+        marks.set_highwater(partition, clock.highwater, now)
+
+
 # --- bookkeeping -------------------------------------------------------------------------------
 
 
@@ -73,26 +80,64 @@ def test_assign_is_idempotent_and_keeps_state() -> None:
 def test_update_read_records_position_and_wall_time() -> None:
     marks = make(0)
     marks.update_read(0, T0 + 5, T0 + 5, 42, 50, WALL + 3)
+    # The batch's highwater came with a fetch response: confirmed at the read's wall time.
     assert marks.partitions[0] == PartitionClock(
         max_event_seconds=T0 + 5,
         watermark_seconds=T0 + 5,
         last_record_wall_seconds=WALL + 3,
         next_offset=42,
         highwater=50,
+        highwater_wall_seconds=WALL + 3,
     )
-    # An unknown highwater keeps the last known one.
+    # An unknown highwater keeps the last known one, and its confirmation time too.
     marks.update_read(0, T0 + 6, T0 + 6, 43, None, WALL + 4)
-    assert marks.partitions[0].highwater == 50
-    assert marks.partitions[0].next_offset == 43
+    assert marks.partitions[0] == PartitionClock(
+        max_event_seconds=T0 + 6,
+        watermark_seconds=T0 + 6,
+        last_record_wall_seconds=WALL + 4,
+        next_offset=43,
+        highwater=50,
+        highwater_wall_seconds=WALL + 3,
+    )
+
+
+def test_new_partition_has_no_confirmed_end_and_default_freshness() -> None:
+    marks = make(0)
+    clock = marks.partitions[0]
+    assert FRESH_SECONDS == 2.0
+    assert marks.fresh_seconds == FRESH_SECONDS
+    assert (clock.highwater, clock.highwater_wall_seconds) == (None, None)
+    assert marks.is_fresh(clock, WALL) is False
+    assert SourceWatermarks(WINDOW, GRACE, fresh_seconds=7.5).fresh_seconds == 7.5
 
 
 def test_set_highwater_ignores_none_and_unknown_partitions() -> None:
     marks = make(0)
-    marks.set_highwater(0, 7)
-    marks.set_highwater(0, None)
-    marks.set_highwater(9, 3)
-    assert marks.partitions[0].highwater == 7
+    marks.set_highwater(0, 7, WALL + 1)
+    marks.set_highwater(0, None, WALL + 2)  # no end reported
+    marks.set_highwater(0, 8, None)  # no fetch response to date it
+    marks.set_highwater(9, 3, WALL + 2)  # not tracked here
+    clock = marks.partitions[0]
+    assert (clock.highwater, clock.highwater_wall_seconds) == (7, WALL + 1)
     assert 9 not in marks.partitions
+
+
+def test_set_highwater_ignores_an_older_confirmation() -> None:
+    marks = make(0)
+    clock = marks.partitions[0]
+    marks.set_highwater(0, 7, WALL + 5)
+    # A response older than the one already applied is stale news: highwater and time stay.
+    marks.set_highwater(0, 9, WALL + 4)
+    assert (clock.highwater, clock.highwater_wall_seconds) == (7, WALL + 5)
+    # One from the same moment is applied.
+    marks.set_highwater(0, 8, WALL + 5)
+    assert (clock.highwater, clock.highwater_wall_seconds) == (8, WALL + 5)
+    # A read confirms at its own wall time; an older response cannot move that back either.
+    marks.update_read(0, T0, T0, 8, 10, WALL + 6)
+    marks.set_highwater(0, 12, WALL + 5.5)
+    assert (clock.highwater, clock.highwater_wall_seconds) == (10, WALL + 6)
+    marks.set_highwater(0, 12, WALL + 6.5)
+    assert (clock.highwater, clock.highwater_wall_seconds) == (12, WALL + 6.5)
 
 
 def test_revoke_forgets_partition_and_stream_watermark_follows_the_rest() -> None:
@@ -178,33 +223,71 @@ def test_next_offset_beyond_highwater_counts_as_caught_up() -> None:
 def test_empty_partition_is_idle_at_once() -> None:
     marks = make(0, 1)
     read(marks, 0, T0 + 120, now=WALL)
-    marks.set_highwater(1, 0)  # nothing was ever written to partition 1
+    marks.set_highwater(1, 0, WALL)  # nothing was ever written to partition 1
     assert marks.partitions[1].caught_up() is True
     assert marks.advance_idle(WALL) == [1]
     assert marks.partitions[1].watermark_seconds == T0 + 120
     assert marks.stream_watermark_seconds() == T0 + 120
 
 
-def test_partition_with_unknown_position_is_busy_until_silent_for_grace() -> None:
+def test_partition_with_unknown_end_is_never_idle_however_silent() -> None:
     marks = make(0, 1)
-    read(marks, 0, T0 + 120, now=WALL)
-    clock = marks.partitions[1]  # assigned at WALL, never read, highwater unknown
+    read(marks, 0, T0 + 120, now=WALL, next_offset=10, highwater=10)
+    clock = marks.partitions[1]  # assigned at WALL, never read, no fetch response for it yet
+    assert clock.caught_up() is False
+    assert clock.known_behind() is False
+    much_later = WALL + 100 * GRACE
+    assert marks.is_idle(clock, much_later) is False
+    confirm(marks, much_later)  # partition 0 is confirmed caught up; partition 1 has nothing
+    assert marks.is_idle(marks.partitions[0], much_later) is True
+    assert marks.advance_idle(much_later) == []
+    assert watermarks(marks) == {0: T0 + 120, 1: NO_TIME}
+    assert marks.stream_watermark_seconds() == NO_TIME
+
+
+def test_unread_partition_with_a_fresh_end_is_busy_until_silent_for_grace() -> None:
+    marks = make(0, 1)
+    read(marks, 0, T0 + 120, now=WALL)  # backlog: partition 0 stays busy
+    clock = marks.partitions[1]  # assigned at WALL, never read
+    marks.set_highwater(1, 4, WALL + GRACE - 1)  # e.g. its committed offset is already the end
     assert clock.caught_up() is False
     assert clock.known_behind() is False
     assert marks.is_idle(clock, WALL + GRACE - 0.001) is False
     assert marks.advance_idle(WALL + GRACE - 0.001) == []
     assert marks.stream_watermark_seconds() == NO_TIME
     assert marks.is_idle(clock, WALL + GRACE) is True
+    assert marks.advance_idle(WALL + GRACE) == [1]
+    assert watermarks(marks) == {0: T0 + 120, 1: T0 + 120}
+    # The confirmation from WALL + GRACE - 1 is stale FRESH_SECONDS later: busy again.
+    assert marks.is_idle(clock, WALL + GRACE - 1 + FRESH_SECONDS) is True
+    assert marks.is_idle(clock, WALL + GRACE - 1 + FRESH_SECONDS + 0.001) is False
 
 
 def test_silent_for_grace_without_backlog_is_idle() -> None:
     marks = make(0, 1)
-    # Partition 0 keeps reading; partition 1 read once and its highwater is unknown.
-    read(marks, 1, T0 + 10, now=WALL, next_offset=3, highwater=None)
+    # Partition 0 keeps reading; partition 1 was never read, and every tick's fetch response
+    # confirms its end without a position to compare it with (no known backlog).
+    marks.set_highwater(1, 3, WALL)
     read(marks, 0, T0 + 100, now=WALL + GRACE)
+    marks.set_highwater(1, 3, WALL + GRACE - 0.001)
     assert marks.advance_idle(WALL + GRACE - 0.001) == []
-    assert marks.partitions[1].watermark_seconds == T0 + 10
+    assert marks.partitions[1].watermark_seconds == NO_TIME
+    marks.set_highwater(1, 3, WALL + GRACE)
     assert marks.advance_idle(WALL + GRACE) == [1]
+    assert watermarks(marks) == {0: T0 + 100, 1: T0 + 100}
+
+
+def test_read_partition_without_a_confirmed_end_stays_busy_until_one_arrives() -> None:
+    marks = make(0, 1)
+    # Partition 1 read up to offset 3 but no fetch response ever said where its end is.
+    read(marks, 1, T0 + 10, now=WALL, next_offset=3, highwater=None)
+    read(marks, 0, T0 + 100, now=WALL + 10 * GRACE)
+    assert marks.is_idle(marks.partitions[1], WALL + 10 * GRACE) is False
+    assert marks.advance_idle(WALL + 10 * GRACE) == []
+    assert watermarks(marks) == {0: T0 + 100, 1: T0 + 10}
+    # A fresh response puts the end at the position: caught up, idle at once.
+    marks.set_highwater(1, 3, WALL + 10 * GRACE)
+    assert marks.advance_idle(WALL + 10 * GRACE) == [1]
     assert watermarks(marks) == {0: T0 + 100, 1: T0 + 100}
 
 
@@ -215,6 +298,8 @@ def test_partition_with_known_backlog_is_never_idle() -> None:
     clock = marks.partitions[1]
     assert clock.known_behind() is True
     much_later = WALL + 100 * GRACE
+    confirm(marks, much_later)  # fresh evidence, still one record behind
+    assert marks.is_idle(marks.partitions[0], much_later) is True
     assert marks.is_idle(clock, much_later) is False
     assert marks.advance_idle(much_later) == []
     # Partition 0 is caught up but busy partition 1 holds it where it is (target below it).
@@ -226,19 +311,24 @@ def test_backlog_reported_by_fetch_keeps_partition_busy() -> None:
     marks = make(0, 1)
     read(marks, 0, T0 + 400, now=WALL, next_offset=10, highwater=10)
     read(marks, 1, T0, now=WALL, next_offset=10, highwater=10)
-    marks.set_highwater(1, 12)  # more arrived since the last read
+    confirm(marks, WALL + 10 * GRACE)
+    marks.set_highwater(1, 12, WALL + 10 * GRACE)  # more arrived since the last read
     assert marks.partitions[1].known_behind() is True
+    assert marks.is_idle(marks.partitions[0], WALL + 10 * GRACE) is True
     assert marks.is_idle(marks.partitions[1], WALL + 10 * GRACE) is False
     assert marks.advance_idle(WALL + 10 * GRACE) == []
-    assert marks.partitions[1].watermark_seconds == T0
+    assert watermarks(marks) == {0: T0 + 400, 1: T0}
 
 
 def test_busy_partition_without_events_holds_everyone_back() -> None:
     marks = make(0, 1)
     read(marks, 0, T0 + 400, now=WALL, next_offset=10, highwater=10)
-    marks.set_highwater(1, 4)  # partition 1 has records but none was read yet
+    marks.set_highwater(1, 4, WALL + 1_000)  # partition 1 has records but none was read yet
     marks.partitions[1].next_offset = 0
+    confirm(marks, WALL + 1_000)
+    assert marks.is_idle(marks.partitions[0], WALL + 1_000) is True
     assert marks.advance_idle(WALL + 1_000) == []
+    assert watermarks(marks) == {0: T0 + 400, 1: NO_TIME}
     assert marks.stream_watermark_seconds() == NO_TIME
 
 
@@ -247,29 +337,98 @@ def test_all_idle_raises_to_max_event_time() -> None:
     read(marks, 0, T0 + 50, now=WALL, next_offset=4, highwater=4)
     read(marks, 1, T0 + 250, now=WALL, next_offset=6, highwater=6)
     read(marks, 2, T0 + 100, now=WALL, next_offset=1, highwater=1)
+    confirm(marks, WALL + GRACE - 1)
+    # The first all-idle tick starts the quiet clock: no wall-clock advance yet.
     assert sorted(marks.advance_idle(WALL + GRACE - 1)) == [0, 2]
+    assert watermarks(marks) == {0: T0 + 250, 1: T0 + 250, 2: T0 + 250}
+    confirm(marks, WALL + 2 * GRACE - 1.001)
+    assert marks.advance_idle(WALL + 2 * GRACE - 1.001) == []
     assert watermarks(marks) == {0: T0 + 250, 1: T0 + 250, 2: T0 + 250}
 
 
-def test_all_idle_advances_with_wall_time_once_silent_for_grace() -> None:
+def test_all_idle_advances_with_wall_time_once_quiet_for_grace() -> None:
     marks = make(0, 1)
     read(marks, 0, T0 + 50, now=WALL, next_offset=4, highwater=4)
     read(marks, 1, T0 + 250, now=WALL + 2, next_offset=6, highwater=6)
-    # Silence is counted from the latest read of any partition (WALL + 2).
-    assert sorted(marks.advance_idle(WALL + 2 + GRACE - 0.5)) == [0]
+    # All idle first at WALL + 2, the latest read too: quiet from there.
+    confirm(marks, WALL + 2)
+    assert marks.advance_idle(WALL + 2) == [0]
+    assert watermarks(marks) == {0: T0 + 250, 1: T0 + 250}
+    confirm(marks, WALL + 2 + GRACE - 0.5)
+    assert marks.advance_idle(WALL + 2 + GRACE - 0.5) == []
     assert marks.stream_watermark_seconds() == T0 + 250
+    confirm(marks, WALL + 2 + GRACE)
     assert sorted(marks.advance_idle(WALL + 2 + GRACE)) == [0, 1]
     assert watermarks(marks) == {0: T0 + 250 + GRACE, 1: T0 + 250 + GRACE}
+    confirm(marks, WALL + 2 + 100)
     assert sorted(marks.advance_idle(WALL + 2 + 100)) == [0, 1]
+    assert watermarks(marks) == {0: T0 + 350, 1: T0 + 350}
     assert marks.stream_watermark_seconds() == T0 + 350
-    # Still silent, same wall time: nothing moves again.
+    # Still quiet, same wall time: nothing moves again.
     assert marks.advance_idle(WALL + 2 + 100) == []
+
+
+def test_quiet_clock_starts_at_the_first_all_idle_tick_not_at_the_last_record() -> None:
+    marks = make(0, 1)
+    read(marks, 0, T0 + 50, now=WALL, next_offset=4, highwater=4)
+    read(marks, 1, T0 + 250, now=WALL, next_offset=6, highwater=6)
+    # No fetch response for 100 s (a stalled broker): nothing is idle, nothing moves.
+    assert marks.advance_idle(WALL + 100) == []
+    assert watermarks(marks) == {0: T0 + 50, 1: T0 + 250}
+    # Fetching resumes, both caught up: the stream has been quiet for 0 s, not for 100 s.
+    confirm(marks, WALL + 100)
+    assert marks.advance_idle(WALL + 100) == [0]
+    assert watermarks(marks) == {0: T0 + 250, 1: T0 + 250}
+    confirm(marks, WALL + 100 + GRACE - 0.5)
+    assert marks.advance_idle(WALL + 100 + GRACE - 0.5) == []
+    confirm(marks, WALL + 100 + GRACE)
+    assert sorted(marks.advance_idle(WALL + 100 + GRACE)) == [0, 1]
+    assert watermarks(marks) == {0: T0 + 250 + GRACE, 1: T0 + 250 + GRACE}
+
+
+def test_a_busy_tick_restarts_the_quiet_clock() -> None:
+    marks = make(0, 1)
+    read(marks, 0, T0 + 50, now=WALL, next_offset=4, highwater=4)
+    read(marks, 1, T0 + 250, now=WALL, next_offset=6, highwater=6)
+    confirm(marks, WALL + 1)
+    assert marks.advance_idle(WALL + 1) == [0]  # quiet since WALL + 1
+    # A tick without fresh evidence for partition 1: busy, the quiet clock stops.
+    marks.set_highwater(0, 4, WALL + 10)  # partition 1's last response is still from WALL + 1
+    assert marks.is_idle(marks.partitions[1], WALL + 10) is False
+    assert marks.advance_idle(WALL + 10) == []
+    # All idle again from WALL + 20: quiet for grace only at WALL + 20 + GRACE, not WALL + 1 + GRACE.
+    confirm(marks, WALL + 20)
+    assert marks.advance_idle(WALL + 20) == []
+    confirm(marks, WALL + 20 + GRACE - 0.5)
+    assert marks.advance_idle(WALL + 20 + GRACE - 0.5) == []
+    assert watermarks(marks) == {0: T0 + 250, 1: T0 + 250}
+    confirm(marks, WALL + 20 + GRACE)
+    assert sorted(marks.advance_idle(WALL + 20 + GRACE)) == [0, 1]
+    assert watermarks(marks) == {0: T0 + 250 + GRACE, 1: T0 + 250 + GRACE}
+
+
+def test_a_record_after_the_quiet_clock_started_restarts_the_quiet_time() -> None:
+    marks = make(0, 1)
+    read(marks, 0, T0 + 50, now=WALL, next_offset=4, highwater=4)
+    read(marks, 1, T0 + 250, now=WALL, next_offset=6, highwater=6)
+    confirm(marks, WALL + 1)
+    assert marks.advance_idle(WALL + 1) == [0]  # quiet since WALL + 1
+    # Partition 0 reads one more record at WALL + 20 and is caught up again at once.
+    read(marks, 0, T0 + 260, now=WALL + 20, next_offset=5, highwater=5)
+    confirm(marks, WALL + 20 + GRACE - 0.5)
+    assert marks.advance_idle(WALL + 20 + GRACE - 0.5) == [1]
+    assert watermarks(marks) == {0: T0 + 260, 1: T0 + 260}
+    confirm(marks, WALL + 20 + GRACE)
+    assert sorted(marks.advance_idle(WALL + 20 + GRACE)) == [0, 1]
+    assert watermarks(marks) == {0: T0 + 260 + GRACE, 1: T0 + 260 + GRACE}
 
 
 def test_all_idle_before_any_event_keeps_no_time() -> None:
     marks = make(0, 1)
-    marks.set_highwater(0, 0)
-    marks.set_highwater(1, 0)
+    marks.set_highwater(0, 0, WALL + 1_000)
+    marks.set_highwater(1, 0, WALL + 1_000)
+    assert marks.is_idle(marks.partitions[0], WALL + 1_000) is True
+    assert marks.is_idle(marks.partitions[1], WALL + 1_000) is True
     assert marks.advance_idle(WALL + 1_000) == []
     assert marks.stream_watermark_seconds() == NO_TIME
 
@@ -291,12 +450,80 @@ def test_idle_raise_never_lowers_a_watermark() -> None:
     assert watermarks(marks) == {0: T0 + 100, 1: T0 + 700}
 
 
+# --- fresh evidence ------------------------------------------------------------------------------
+
+
+def test_caught_up_is_idle_only_while_the_confirmation_is_fresh() -> None:
+    marks = make(0)
+    read(marks, 0, T0, now=WALL, next_offset=5, highwater=5)
+    clock = marks.partitions[0]
+    assert clock.caught_up() is True
+    assert marks.is_fresh(clock, WALL + FRESH_SECONDS) is True
+    assert marks.is_idle(clock, WALL + FRESH_SECONDS) is True
+    assert marks.is_fresh(clock, WALL + FRESH_SECONDS + 0.001) is False
+    assert marks.is_idle(clock, WALL + FRESH_SECONDS + 0.001) is False
+
+
+def test_fresh_seconds_is_configurable() -> None:
+    marks = SourceWatermarks(WINDOW, GRACE, fresh_seconds=10.0)
+    marks.assign(0, WALL)
+    read(marks, 0, T0, now=WALL, next_offset=5, highwater=5)
+    clock = marks.partitions[0]
+    assert marks.is_idle(clock, WALL + 10) is True
+    assert marks.is_idle(clock, WALL + 10.001) is False
+
+
+def test_stale_evidence_holds_the_watermark() -> None:
+    """A stalled broker: both partitions caught up at the last response, then no response at all."""
+    marks = make(0, 1)
+    read(marks, 0, T0 + 50, now=WALL, next_offset=4, highwater=4)
+    read(marks, 1, T0 + 250, now=WALL, next_offset=6, highwater=6)
+    assert marks.advance_idle(WALL + 1) == [0]  # fresh: all idle, raised to the largest event
+    for later in (WALL + 1 + FRESH_SECONDS, WALL + GRACE, WALL + 100 * GRACE):
+        assert marks.is_idle(marks.partitions[0], later) is False
+        assert marks.is_idle(marks.partitions[1], later) is False
+        assert marks.advance_idle(later) == []
+        assert watermarks(marks) == {0: T0 + 250, 1: T0 + 250}
+    # No wall-clock advance either, however long the stall: the backlog it hides stays on time.
+    assert marks.stream_watermark_seconds() == T0 + 250
+    assert is_late(T0 + 250, marks.late_before_seconds(1), WINDOW, GRACE) is False
+
+
+def test_stale_partition_is_busy_and_holds_the_fresh_ones() -> None:
+    marks = make(0, 1)
+    read(marks, 0, T0 + 500, now=WALL, next_offset=4, highwater=4)
+    read(marks, 1, T0 + 100, now=WALL, next_offset=6, highwater=6)
+    # Only partition 0 is confirmed again: partition 1 is stale, so busy, and its watermark is the
+    # most partition 0 may be raised to (here below it: nothing moves).
+    marks.set_highwater(0, 4, WALL + 60)
+    assert marks.advance_idle(WALL + 60) == []
+    assert watermarks(marks) == {0: T0 + 500, 1: T0 + 100}
+    marks.set_highwater(1, 6, WALL + 60)
+    assert marks.advance_idle(WALL + 60) == [1]
+    assert watermarks(marks) == {0: T0 + 500, 1: T0 + 500}
+
+
+def test_freshness_recovers_when_set_highwater_confirms_again() -> None:
+    marks = make(0, 1)
+    read(marks, 0, T0 + 400, now=WALL)  # backlog: busy
+    read(marks, 1, T0 + 100, now=WALL, next_offset=6, highwater=6)
+    clock = marks.partitions[1]
+    stale = WALL + 10
+    assert marks.is_fresh(clock, stale) is False
+    assert marks.advance_idle(stale) == []
+    marks.set_highwater(1, 6, stale - FRESH_SECONDS)  # confirmed exactly FRESH_SECONDS ago
+    assert marks.is_fresh(clock, stale) is True
+    assert clock.highwater_wall_seconds == stale - FRESH_SECONDS
+    assert marks.advance_idle(stale) == [1]
+    assert watermarks(marks) == {0: T0 + 400, 1: T0 + 400}
+
+
 @given(
     steps=st.lists(
         st.tuples(
             st.integers(min_value=0, max_value=2),  # partition
             st.one_of(st.none(), st.floats(min_value=0, max_value=600)),  # event offset, or tick
-            st.booleans(),  # caught up after the read
+            st.booleans(),  # caught up after the read; on a tick, fresh responses first
             st.floats(min_value=0, max_value=40),  # wall time step
         ),
         max_size=40,
@@ -313,6 +540,8 @@ def test_watermarks_never_decrease(
     for partition, event, caught_up, step in steps:
         now += step
         if event is None:
+            if caught_up:
+                confirm(marks, now)
             marks.advance_idle(now)
         else:
             offsets[partition] += 1
