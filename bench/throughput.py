@@ -37,8 +37,8 @@ T0 = 1_736_726_400.0  # 2025-01-13T00:00:00Z
 EVENTS_PER_EVENT_SECOND = 150.0
 
 
-def make_values(n: int, seed: int) -> tuple[list[bytes], int, float]:
-    """Encoded posts, the number of distinct (hashtag, window) pairs, and the largest event time."""
+def make_values(n: int, seed: int) -> tuple[list[bytes], int, int, float]:
+    """Encoded posts, distinct (hashtag, window) pairs, hashtag mentions, largest event time."""
     rnd = random.Random(seed)
     vocabulary = [f"tag{i}" for i in range(100_000)]
     cum_weights = list(
@@ -46,6 +46,7 @@ def make_values(n: int, seed: int) -> tuple[list[bytes], int, float]:
     )
     values: list[bytes] = []
     pairs: set[tuple[str, int]] = set()
+    mentions = 0
     max_ts = T0
     for i in range(n):
         ts = round(T0 + i / EVENTS_PER_EVENT_SECOND - rnd.uniform(0, 2.0), 3)
@@ -55,8 +56,9 @@ def make_values(n: int, seed: int) -> tuple[list[bytes], int, float]:
         values.append(orjson.dumps(event))
         window = int(ts // WINDOW_SECONDS) * WINDOW_SECONDS
         pairs.update((tag, window) for tag in tags)
+        mentions += len(set(tags))  # a tag counts once per post
         max_ts = max(max_ts, ts)
-    return values, len(pairs), max_ts
+    return values, len(pairs), mentions, max_ts
 
 
 async def produce(bootstrap: str, topic: str, values: list[bytes], closing_ts: float) -> None:
@@ -122,13 +124,13 @@ def peak_rss_mb(pid: int) -> float:
 
 
 async def watch_worker(
-    worker: WorkerProcess, bootstrap: str, counts_topic: str, pairs: int
-) -> tuple[float, float]:
+    worker: WorkerProcess, bootstrap: str, counts_topic: str, pairs: int, mentions: int
+) -> tuple[float, float, float]:
     """Wall times of the worker's first event read and last window record, and its CPU seconds."""
     assert worker.process is not None
     pid = worker.process.pid
     reader = asyncio.ensure_future(
-        read_topic(bootstrap, counts_topic, lambda got: len(got) >= pairs, 900)
+        read_topic(bootstrap, counts_topic, lambda got: len(got) >= pairs, 300)
     )
     first = 0.0
     while not first:
@@ -146,6 +148,9 @@ async def watch_worker(
     cpu = cpu_seconds(pid) - cpu_first
     if len(records) != pairs:
         raise RuntimeError(f"expected {pairs} window records, got {len(records)}")
+    counted = sum(orjson.loads(record.value)["count"] for record in records)
+    if counted != mentions:
+        raise RuntimeError(f"window counts add up to {counted}, expected {mentions}")
     return first, last, cpu
 
 
@@ -157,7 +162,7 @@ def main() -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="surgewatch-bench-"))
     print(f"generating {args.events:,} posts ...", file=sys.stderr)
-    values, pairs, max_ts = make_values(args.events, args.seed)
+    values, pairs, mentions, max_ts = make_values(args.events, args.seed)
     closing_ts = max_ts + WINDOW_SECONDS + GRACE_SECONDS + 1
     total = len(values) + PARTITIONS
     with EmbeddedBroker("127.0.0.1", free_port(), log_path=workdir / "tansu.log") as broker:
@@ -190,7 +195,9 @@ def main() -> int:
             pid = worker.process.pid
             broker_cpu_before = cpu_seconds(broker.pid or 0)
             first, last, cpu = asyncio.run(
-                watch_worker(worker, broker.bootstrap, env["SURGEWATCH_WINDOW_COUNTS_TOPIC"], pairs)
+                watch_worker(
+                    worker, broker.bootstrap, env["SURGEWATCH_WINDOW_COUNTS_TOPIC"], pairs, mentions
+                )
             )
             rss = peak_rss_mb(pid)
             broker_cpu = cpu_seconds(broker.pid or 0) - broker_cpu_before

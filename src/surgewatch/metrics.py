@@ -67,6 +67,12 @@ class Metrics:
             ["stream"],
             registry=r,
         )
+        self.reread_skipped = Counter(
+            "surgewatch_events_reread_skipped",
+            "Input records read again after a rebalance and skipped: this worker had counted them.",
+            ["stream"],
+            registry=r,
+        )
         self.posts = Counter("surgewatch_posts", "Posts counted in a window.", registry=r)
         self.signups = Counter(
             "surgewatch_signups",
@@ -104,6 +110,7 @@ class Metrics:
         for stream in STREAMS:
             self.received.labels(stream)
             self.late.labels(stream)
+            self.reread_skipped.labels(stream)
             for reason in Reason:
                 self.rejected.labels(stream, reason.value)
         for metric in METRIC_OF_STREAM.values():

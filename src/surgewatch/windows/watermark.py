@@ -111,12 +111,6 @@ class SourceWatermarks:
         confirmed = now_wall_seconds if highwater_wall_seconds is None else highwater_wall_seconds
         self.set_highwater(partition, highwater, confirmed)
 
-    def set_position(self, partition: int, next_offset: int | None) -> None:
-        """Where the consumer will fetch ``partition`` from, before this worker has read it."""
-        clock = self.partitions.get(partition)
-        if clock is not None and clock.next_offset is None and next_offset is not None:
-            clock.next_offset = next_offset
-
     def set_highwater(
         self, partition: int, highwater: int | None, confirmed_wall_seconds: float | None
     ) -> None:

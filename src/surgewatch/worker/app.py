@@ -177,7 +177,10 @@ class Pipeline:
         if clock is not None and clock.next_offset is not None:
             # After a rebalance Faust seeks back to the committed offset; what this worker has
             # already counted must not be counted twice.
-            records = [r for r in records if r.offset >= clock.next_offset]
+            fresh = [r for r in records if r.offset >= clock.next_offset]
+            if len(fresh) < len(records):
+                self.metrics.reread_skipped.labels(stream).inc(len(records) - len(fresh))
+            records = fresh
             if not records:
                 return
         outcome, partials = state.process(
@@ -313,8 +316,6 @@ class Pipeline:
                 for partition in owned:
                     state.watermarks.assign(partition, now)
                     known = consumer.fetch_state(TP(topic, partition))
-                    if not known.delivered:
-                        state.watermarks.set_position(partition, known.position)
                     state.watermarks.set_highwater(
                         partition, known.highwater, known.highwater_wall_seconds
                     )

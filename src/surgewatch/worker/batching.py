@@ -49,14 +49,14 @@ class RecordBatch:
 
 @dataclass(frozen=True, slots=True)
 class FetchState:
-    """A partition as the consumer knows it: next fetch offset, end offset, when the end was seen."""
+    """A partition's end offset as the last fetch response reported it, and when that was.
 
-    position: int | None
+    (The consumer's fetch position is deliberately not offered: it runs ahead of what the agents
+    have processed while fetched batches wait in the queue.)
+    """
+
     highwater: int | None
     highwater_wall_seconds: float | None
-    #: Records of the partition were handed to an agent: ``position`` may be ahead of what the
-    #: agent has processed, so it says nothing about what is left to read.
-    delivered: bool = False
 
 
 BatchHandler = Callable[[RecordBatch], Awaitable[None]]
@@ -119,7 +119,6 @@ class BatchingConsumer(faust_aiokafka.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._processed_offsets: dict[TP, int] = {}
-        self._delivered: set[TP] = set()
         self.fetch_max_wait_ms = getattr(self.app, "fetch_max_wait_ms", self.fetch_max_wait_ms)
 
     def _new_consumer_thread(self) -> BatchingConsumerThread:
@@ -145,23 +144,17 @@ class BatchingConsumer(faust_aiokafka.Consumer):
         return cast(int | None, super()._new_offset(tp))
 
     def fetch_state(self, tp: TP) -> FetchState:
-        """What the consumer knows of ``tp``: its fetch position and the last response's end."""
+        """End offset of ``tp`` from the last fetch response, and that response's wall time."""
         try:
             client = self._thread._ensure_consumer()
             # aiokafka keeps these per assigned partition; they are plain attribute reads.
             state = client._subscription.subscription.assignment.state_value(tp)
         except (AssertionError, AttributeError, KeyError):  # not (or no longer) assigned
-            return FetchState(None, None, None)
+            return FetchState(None, None)
         if state is None:
-            return FetchState(None, None, None)
-        position = state.position if state.has_valid_position else None
+            return FetchState(None, None)
         polled_ms = state.timestamp
-        return FetchState(
-            position,
-            state.highwater,
-            polled_ms / 1000.0 if polled_ms is not None else None,
-            tp in self._delivered,
-        )
+        return FetchState(state.highwater, polled_ms / 1000.0 if polled_ms is not None else None)
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - needs a broker
         conductor = cast(BatchingConductor, self.app.topics)
@@ -196,7 +189,6 @@ class BatchingConsumer(faust_aiokafka.Consumer):
                         continue
                     handler = conductor.batch_handler_for(tp)
                     if handler is not None:
-                        self._delivered.add(tp)
                         known = self.fetch_state(tp)
                         await handler(
                             RecordBatch(
