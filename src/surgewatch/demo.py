@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import signal
 from collections import defaultdict
@@ -52,6 +53,12 @@ def sparkline(values: list[int]) -> str:
     return "".join(SPARK[min(len(SPARK) - 1, v * (len(SPARK) - 1) // top)] for v in values)
 
 
+def _minute(window_start: int | None) -> str:
+    if window_start is None:
+        return "-"
+    return datetime.fromtimestamp(window_start, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
 class WindowView:
     """The latest closed windows, fed from the window-counts topic."""
 
@@ -63,30 +70,47 @@ class WindowView:
         target = self.signups if record["metric"] == "signups" else self.hashtags
         target[int(record["window_start"])][str(record["key"])] = int(record["count"])
 
-    def render(self, samples: dict[Any, float], metrics_url: str, replay_state: str) -> Group:
-        windows = sorted(set(self.signups) | set(self.hashtags))
-        last = windows[-1] if windows else None
-        when = datetime.fromtimestamp(last, UTC).strftime("%Y-%m-%d %H:%M UTC") if last else "-"
-        signups = Table(title=f"signups per window, latest {when}", expand=True)
+    def render(
+        self,
+        samples: dict[Any, float],
+        metrics_url: str,
+        replay_state: str,
+        settled: dict[str, float] | None = None,
+    ) -> Group:
+        """The tables; with ``settled``, only windows starting before each metric's bound.
+
+        Every counting partition closes a window on its own as the watermarks reach it, so the
+        newest window is briefly incomplete; ``settled`` holds it back until all have caught up.
+        """
+        bounds = settled or {}
+        last_signups = max(
+            (w for w in self.signups if w < bounds.get("signups", math.inf)), default=None
+        )
+        last_tags = max(
+            (w for w in self.hashtags if w < bounds.get("hashtag_posts", math.inf)), default=None
+        )
+        timeline = sorted(
+            w
+            for w in set(self.signups) | set(self.hashtags)
+            if last_signups is not None and w <= last_signups
+        )[-30:]
+        signups = Table(title=f"signups per window, latest {_minute(last_signups)}", expand=True)
         signups.add_column("country")
         signups.add_column("latest", justify="right")
         signups.add_column("last 30 windows")
-        recent = windows[-30:]
         totals: dict[str, int] = defaultdict(int)
-        for window in recent:
+        for window in timeline:
             for country, count in self.signups.get(window, {}).items():
                 totals[country] += count
         for country, _ in sorted(totals.items(), key=lambda kv: -kv[1])[:6]:
-            history = [self.signups.get(w, {}).get(country, 0) for w in recent]
+            history = [self.signups.get(w, {}).get(country, 0) for w in timeline]
             signups.add_row(country, str(history[-1]), sparkline(history))
-        tags = Table(title=f"top hashtags, window {when}", expand=True)
+        tags = Table(title=f"top hashtags, window {_minute(last_tags)}", expand=True)
         tags.add_column("hashtag")
         tags.add_column("posts", justify="right")
-        if last is not None:
-            for tag, count in sorted(self.hashtags.get(last, {}).items(), key=lambda kv: -kv[1])[
-                :8
-            ]:
-                tags.add_row("#" + tag, str(count))
+        latest_tags = self.hashtags.get(last_tags, {}) if last_tags is not None else {}
+        for tag, count in sorted(latest_tags.items(), key=lambda kv: -kv[1])[:8]:
+            tags.add_row("#" + tag, str(count))
         health = Table.grid(padding=(0, 2))
         for stream in ("posts", "signups"):
             received = sample(samples, "surgewatch_events_received_total", stream=stream)
@@ -131,12 +155,18 @@ async def _show(
         replay([str(events_file)], settings, speed=speed, progress=False)
     )
     samples: dict[Any, float] = {}
+    span = settings.window_seconds + settings.grace_seconds
     with Live(console=console, refresh_per_second=2, transient=False) as live:
         while not replaying.done():
+            # Windows the watermark had passed a refresh ago have closed on every partition.
+            settled = {
+                metric: sample(samples, "surgewatch_watermark_seconds", stream=stream) - span
+                for metric, stream in (("signups", "signups"), ("hashtag_posts", "posts"))
+            }
             with contextlib.suppress(OSError):
                 samples = await asyncio.to_thread(scrape, worker.metrics_url, 2.0)
             state = f"replaying at {speed:g}x"
-            live.update(view.render(samples, worker.metrics_url, state))
+            live.update(view.render(samples, worker.metrics_url, state, settled))
             await asyncio.sleep(1.0)
         stats = replaying.result()
         # The last windows close once event time has passed them: with the stream quiet, that is
