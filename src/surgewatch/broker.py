@@ -16,10 +16,9 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any
 
-from surgewatch.processes import die_with_parent, terminate
+from surgewatch.processes import Supervised, die_with_parent, terminate
 
 READY_TIMEOUT_SECONDS = 30.0
 
@@ -97,7 +96,7 @@ async def _poll_metadata(client_class: Any, bootstrap: str, timeout_seconds: flo
     )
 
 
-class EmbeddedBroker:
+class EmbeddedBroker(Supervised):
     """One tansu process on ``host:port`` with memory storage; a context manager."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 9092, log_path: Path | None = None):
@@ -184,18 +183,6 @@ class EmbeddedBroker:
     def is_running(self) -> bool:
         """True while the tansu process is alive."""
         return self._process is not None and self._process.poll() is None
-
-    def __enter__(self) -> EmbeddedBroker:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def run_foreground(host: str, port: int) -> int:

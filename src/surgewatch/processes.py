@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from surgewatch.scrape import scrape
 
@@ -47,6 +47,28 @@ def wait_for(
     raise TimeoutError(f"timed out after {timeout_seconds:.0f} s waiting for {what} ({last_error})")
 
 
+class Supervised:
+    """A child process wrapper usable as ``with X(...) as x:``: ``start`` on entry, ``stop`` on exit."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> object:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
 def terminate(process: subprocess.Popen[bytes], timeout_seconds: float) -> int:
     """SIGTERM, then SIGKILL if it has not exited within ``timeout_seconds``; the exit code."""
     if process.poll() is None:
@@ -59,7 +81,7 @@ def terminate(process: subprocess.Popen[bytes], timeout_seconds: float) -> int:
     return process.returncode
 
 
-class WorkerProcess:
+class WorkerProcess(Supervised):
     """``surgewatch worker`` in a subprocess with the given ``SURGEWATCH_*`` environment."""
 
     def __init__(self, env: Mapping[str, str], web_port: int, log_path: Path) -> None:
@@ -109,15 +131,3 @@ class WorkerProcess:
         """SIGTERM, then SIGKILL if needed; returns the exit code."""
         process, self.process = self.process, None
         return terminate(process, timeout_seconds) if process is not None else None
-
-    def __enter__(self) -> WorkerProcess:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
