@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,14 @@ from faust.types import TP
 from prometheus_client import generate_latest
 
 from surgewatch.config import Settings
-from surgewatch.ingest import POSTS, SIGNUPS, Partial, StreamIngest, owner_partition
+from surgewatch.ingest import (
+    METRIC_OF_STREAM,
+    POSTS,
+    SIGNUPS,
+    Partial,
+    StreamIngest,
+    owner_partition,
+)
 from surgewatch.metrics import Metrics
 from surgewatch.windows.counting import WindowCount, WindowStore
 from surgewatch.windows.watermark import FRESH_SECONDS
@@ -284,15 +291,15 @@ class Pipeline:
             if dropped:
                 self.metrics.dropped_updates.labels(partial.metric).inc(dropped)
         futures.extend(await self._publish_windows(closed, partition))
-        windows_closed: dict[str, set[int]] = {}
+        records_by_metric: Counter[str] = Counter()
+        windows_by_metric: dict[str, set[int]] = {}
         for window in closed:
-            windows_closed.setdefault(window.metric, set()).add(window.window_start)
-        for metric, starts in windows_closed.items():
+            records_by_metric[window.metric] += 1
+            windows_by_metric.setdefault(window.metric, set()).add(window.window_start)
+        for metric, starts in windows_by_metric.items():
             self.metrics.windows_closed.labels(metric).inc(len(starts))
-            self.metrics.window_records.labels(metric).inc(
-                sum(1 for w in closed if w.metric == metric)
-            )
-        for metric in ("hashtag_posts", "signups"):
+            self.metrics.window_records.labels(metric).inc(records_by_metric[metric])
+        for metric in METRIC_OF_STREAM.values():
             self.metrics.open_windows.labels(metric).set(
                 sum(s.open_windows(metric) for s in self.stores.values())
             )

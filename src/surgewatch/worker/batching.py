@@ -38,14 +38,6 @@ class RecordBatch:
     #: The consumer generation it was fetched in: a batch from before a rebalance is stale.
     generation_id: int = 0
 
-    @property
-    def first_offset(self) -> int:
-        return int(self.records[0].offset)
-
-    @property
-    def last_offset(self) -> int:
-        return int(self.records[-1].offset)
-
 
 @dataclass(frozen=True, slots=True)
 class FetchState:
@@ -106,20 +98,16 @@ class BatchingConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         # Read by AIOKafkaConsumer.start() when it builds its fetcher.
-        consumer._fetch_max_wait_ms = self.consumer.fetch_max_wait_ms
+        consumer._fetch_max_wait_ms = self.app.fetch_max_wait_ms
         return consumer
 
 
 class BatchingConsumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer with a fetch loop that delivers batch topics a batch at a time."""
 
-    #: Longest time the broker may hold a fetch open; set from the app's settings.
-    fetch_max_wait_ms = 500
-
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._processed_offsets: dict[TP, int] = {}
-        self.fetch_max_wait_ms = getattr(self.app, "fetch_max_wait_ms", self.fetch_max_wait_ms)
 
     def _new_consumer_thread(self) -> BatchingConsumerThread:
         return BatchingConsumerThread(self, loop=self.loop, beacon=self.beacon)
