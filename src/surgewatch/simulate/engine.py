@@ -3,17 +3,20 @@
 Time advances a simulated minute at a time. Within a minute every rate is constant (diurnal rhythm and
 wave envelope are sampled at the minute's midpoint); the number of events of each kind is a Poisson
 draw and their times are uniform within the minute, then sorted. Noise (jitter, late and malformed
-events, ISO timestamps, odd country codes) is applied to each sorted minute. Only
+events, ISO timestamps, odd country codes) is applied to each sorted minute. A bot spike's posts are
+evenly spaced, draw nothing random and are merged in after the noise, so a scenario with one is its
+base scenario plus those posts. Only
 ``random.Random(seed)`` drives choices: no hashing, no set iteration order, no wall clock, so the same
 arguments give the same records (byte for byte on the same Python and C maths library).
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 import random
 import time
-from bisect import bisect
+from bisect import bisect, bisect_left
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from itertools import accumulate
@@ -23,7 +26,7 @@ from typing import Any, Final
 import orjson
 
 from surgewatch.eventfile import EventRecord
-from surgewatch.simulate.model import Scenario, SurgeTag, Wave, diurnal, require_utc
+from surgewatch.simulate.model import BotSpike, Scenario, SurgeTag, Wave, diurnal, require_utc
 from surgewatch.simulate.vocabulary import (
     fullwidth,
     spelling_variants,
@@ -136,6 +139,8 @@ class _Generator:
         excluded = tuple(t.tag for t in scenario.background_tags)
         if scenario.wave is not None:
             excluded += tuple(t.tag for t in scenario.wave.surge_tags)
+        if scenario.bot_spike is not None:
+            excluded += (scenario.bot_spike.tag,)
         self.vocab = vocabulary(exclude=excluded)
         zipf = zipf_cumulative_weights(len(self.vocab))
         # Normalised so that a bare random() indexes it.
@@ -155,6 +160,14 @@ class _Generator:
         self.users_created = 0
         self.posts_created = 0
         self.until_noise = self.geometric_gap()
+        # Times of the bot spike's posts: evenly spaced over its minute, no random draw.
+        self.bot_posts_ms: list[int] = []
+        if scenario.bot_spike is not None:
+            spike = scenario.bot_spike.minute(start, scale)
+            first_ms = round(spike.start.timestamp() * 1000)
+            self.bot_posts_ms = [
+                first_ms + index * _MINUTE_MS // spike.posts for index in range(spike.posts)
+            ]
 
     # -- small random helpers --------------------------------------------------------------------
 
@@ -232,6 +245,8 @@ class _Generator:
             joined = self.minute(events, minute_ms, length_ms)
             events.sort(key=_by_time)
             self.apply_noise(events)
+            if self.bot_posts_ms:
+                events = self.merge_bot_posts(events, minute_ms, length_ms)
             for _, record in events:
                 yield record
             self.newcomers.extend(joined)
@@ -354,8 +369,10 @@ class _Generator:
         country_below = _threshold_1024(_POST_COUNTRY_SHARE)
         variant_below = _threshold_1024(noise.tag_variant_share)
         surge_share = scenario.background_tag_share
+        welcome_phrases: tuple[str, ...] = _WELCOME_PHRASES
         if scenario.wave is not None:
             surge_share += scenario.wave.welcome_share * wave_level
+            welcome_phrases = scenario.wave.welcome_phrases or _WELCOME_PHRASES
         if surge_pick is None:
             surge_share = 0.0
         n_countries = len(scenario.countries)
@@ -383,7 +400,7 @@ class _Generator:
                 if surge_share and rand() < surge_share:
                     assert surge_pick is not None
                     tags.append(surge_pick())
-                    phrase = _WELCOME_PHRASES[(bits >> 40) % len(_WELCOME_PHRASES)]
+                    phrase = welcome_phrases[(bits >> 40) % len(welcome_phrases)]
                 else:
                     phrase = phrases[(bits >> 40) % len(phrases)]
                 seq += 1
@@ -432,6 +449,7 @@ class _Generator:
         vocab = self.vocab
         vocab_cum = self.vocab_cum
         newcomers = self.newcomers
+        phrases = wave.newcomer_phrases or _NEWCOMER_PHRASES
         prefix = f"p{self.seed}-"
         for _ in range(self.poisson(rate * length_ms / 1000.0)):
             ms = minute_ms + int(rand() * length_ms)
@@ -450,7 +468,7 @@ class _Generator:
                 "user_id": user_id,
                 "ts": ms / 1000,
             }
-            phrase = _NEWCOMER_PHRASES[int(rand() * len(_NEWCOMER_PHRASES))]
+            phrase = phrases[int(rand() * len(phrases))]
             if tags and rand() < wave.newcomer_text_tag_share:
                 value["text"] = phrase + " " + " ".join([self.in_text(tag) for tag in tags])
             else:
@@ -460,6 +478,33 @@ class _Generator:
             if rand() < _POST_COUNTRY_SHARE:
                 value["country"] = wave.country
             events.append((ms, EventRecord(POSTS, user_id, value)))
+
+    def merge_bot_posts(self, events: _Events, minute_ms: int, length_ms: int) -> _Events:
+        """``events`` with the bot spike's posts falling in this minute merged in by time."""
+        spike = self.scenario.bot_spike
+        assert spike is not None
+        times = self.bot_posts_ms
+        first = bisect_left(times, minute_ms)
+        last = bisect_left(times, minute_ms + length_ms)
+        if first == last:
+            return events
+        bot = [
+            (times[index], self.bot_post(spike, index, times[index]))
+            for index in range(first, last)
+        ]
+        return list(heapq.merge(events, bot, key=_by_time))
+
+    def bot_post(self, spike: BotSpike, index: int, ms: int) -> EventRecord:
+        """The bot's ``index``-th post: same account, same text, same tag; ids of their own."""
+        value: dict[str, Any] = {
+            "event_id": f"b{self.seed}-{index + 1}",
+            "user_id": spike.user_id,
+            "ts": ms / 1000,
+            "text": spike.text,
+            "hashtags": [spike.tag],
+            "lang": spike.lang,
+        }
+        return EventRecord(POSTS, spike.user_id, value)
 
     # -- noise -----------------------------------------------------------------------------------
 

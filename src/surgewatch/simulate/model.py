@@ -1,4 +1,5 @@
-"""What a simulated scenario is made of: countries, baseline rates, an optional migration wave, noise.
+"""What a simulated scenario is made of: countries, baseline rates, an optional migration wave, an
+optional bot spike, noise.
 
 Plain frozen data plus the rate shapes (diurnal rhythm, wave envelope) as pure functions of time, so a
 new scenario is one more :class:`Scenario` value in :mod:`surgewatch.simulate.scenarios`.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Final, Literal, NamedTuple
 
 SECONDS_PER_HOUR: Final = 3600.0
 SECONDS_PER_DAY: Final = 86_400.0
@@ -41,9 +42,9 @@ class SurgeTag:
 class Wave:
     """A migration wave: new users of one country arriving over a couple of days, and their posts.
 
-    The signup rate ramps up smoothly over ``ramp_hours`` from the onset, stays on a plateau (modulated
-    by the country's own diurnal rhythm) until ``plateau_hours`` after the onset, then decays
-    exponentially. Its peak is chosen so that ``signups`` of them (at scale 1) fall into the
+    The signup rate ramps up over ``ramp_hours`` from the onset (eased in and out, or at a constant
+    rate: ``ramp_shape``), stays on a plateau (modulated by the country's own diurnal rhythm) until
+    ``plateau_hours`` after the onset, then decays exponentially. Its peak is chosen so that ``signups`` of them (at scale 1) fall into the
     ``counted_hours`` after the onset.
     """
 
@@ -70,6 +71,11 @@ class Wave:
     newcomer_text_tag_share: float
     signup_sources: tuple[tuple[str, float], ...]
     signup_platforms: tuple[tuple[str, float], ...]
+    #: ``smoothstep`` eases in and out (a sudden story); ``linear`` climbs at a constant rate.
+    ramp_shape: Literal["smoothstep", "linear"] = "smoothstep"
+    #: What newcomers write, and existing users beside a surge tag; empty keeps the generator's own.
+    newcomer_phrases: tuple[str, ...] = ()
+    welcome_phrases: tuple[str, ...] = ()
 
     def onset(self, start: datetime) -> datetime:
         """When the wave begins for a scenario starting at ``start``."""
@@ -88,7 +94,7 @@ class Wave:
         ramp = self.ramp_hours * SECONDS_PER_HOUR
         if x < ramp:
             u = x / ramp
-            return u * u * (3.0 - 2.0 * u)
+            return u if self.ramp_shape == "linear" else u * u * (3.0 - 2.0 * u)
         plateau = self.plateau_hours * SECONDS_PER_HOUR
         if x < plateau:
             return 1.0
@@ -110,6 +116,43 @@ class Wave:
             x = (minute + 0.5) * 60.0
             area_seconds += 60.0 * self.shape(x) * self.rhythm(onset_epoch_seconds + x)
         return self.signups / area_seconds
+
+
+class BotSpikeMinute(NamedTuple):
+    """A bot spike as it happens in one run: its minute, the account, the tag and how many posts."""
+
+    start: datetime
+    user_id: str
+    tag: str
+    posts: int
+
+    @property
+    def end(self) -> datetime:
+        """The end of the spike's minute (exclusive)."""
+        return self.start + timedelta(minutes=1)
+
+
+@dataclass(frozen=True, slots=True)
+class BotSpike:
+    """One bot account posting the same hashtag over and over inside a single clock minute.
+
+    The posts are evenly spaced over the minute and are not touched by noise; nobody else uses the tag.
+    """
+
+    offset_hours: float
+    user_id: str
+    tag: str
+    #: Posts in the minute at scale 1; scaled, but never fewer than ``min_posts``.
+    posts: int
+    min_posts: int
+    text: str
+    lang: str = "en"
+
+    def minute(self, start: datetime, scale: float) -> BotSpikeMinute:
+        """The spike of a run from ``start`` at ``scale``: ``offset_hours`` later, floored to the minute."""
+        at = require_utc(start) + timedelta(hours=self.offset_hours)
+        posts = max(self.min_posts, round(self.posts * scale))
+        return BotSpikeMinute(at.replace(second=0, microsecond=0), self.user_id, self.tag, posts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +208,14 @@ class Scenario:
         ("web", 0.05),
     )
     wave: Wave | None = None
+    bot_spike: BotSpike | None = None
     noise: Noise = field(default_factory=Noise)
+
+    def country_signups_per_second(self, code: str) -> float:
+        """Baseline signups per second (scale 1) from the country ``code``, averaged over a day."""
+        total = sum(c.signup_share for c in self.countries)
+        share = sum(c.signup_share for c in self.countries if c.code == code)
+        return self.signups_per_second * share / total
 
     def surge_hashtags(self) -> tuple[str, ...]:
         """The normalised hashtags the wave makes surge (empty without a wave)."""
