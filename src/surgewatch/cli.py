@@ -133,6 +133,51 @@ def replay(files: tuple[str, ...], speed: float | None, max_speed: bool) -> None
 
 @main.command()
 @click.option(
+    "--url",
+    "urls",
+    multiple=True,
+    metavar="URL",
+    help="A worker's /metrics URL; repeat for each worker of the app "
+    "(default: the local worker, from SURGEWATCH_WEB_HOST and the web port).",
+)
+@click.option(
+    "--web-port",
+    type=click.IntRange(1, 65535),
+    help="Port of the local worker's /metrics, when no --url is given (default 6066).",
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=1.0,
+    show_default=True,
+    help="Seconds between refreshes.",
+)
+@click.option("--once", is_flag=True, help="Print one frame and exit (for scripts).")
+def top(urls: tuple[str, ...], web_port: int | None, interval: float, once: bool) -> None:
+    """Live view of the top and surging hashtags, signups by country and pipeline health.
+
+    Reads the workers' /metrics pages: counters are summed over workers, the trend series come
+    from the worker that owns them. Ctrl-C stops it.
+    """
+    from surgewatch.top import TopError, default_metrics_url, run_top
+
+    if urls and web_port is not None:
+        raise click.UsageError("give either --url or --web-port, not both")
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            raise click.BadParameter(
+                f"{url!r} is not an http:// URL (e.g. http://127.0.0.1:6066/metrics)",
+                param_hint="--url",
+            )
+    targets = list(urls) or [default_metrics_url(_settings(web_port=web_port))]
+    try:
+        run_top(targets, interval_seconds=interval, once=once)
+    except TopError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+@click.option(
     "--scale", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True
 )
 @click.option(

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import os
 import signal
+import time
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,7 +15,6 @@ from typing import Any
 import orjson
 from rich.console import Console, Group
 from rich.live import Live
-from rich.panel import Panel
 from rich.table import Table
 
 from surgewatch.broker import EmbeddedBroker, free_port, port_in_use
@@ -23,11 +22,14 @@ from surgewatch.config import load_settings
 from surgewatch.eventfile import EventRecord, write_events
 from surgewatch.events.timestamps import parse_ts
 from surgewatch.processes import WorkerProcess
-from surgewatch.scrape import sample, sample_sum, scrape
+from surgewatch.scrape import sample, sample_sum
 from surgewatch.simulate.scenarios import DEFAULT_START, simulate, wave_onset
+from surgewatch.top import TopState, fetch, merge, sparkline
+from surgewatch.top import render as render_top
 
-SPARK = "▁▂▃▄▅▆▇█"
 HOURS_BEFORE_ONSET = 3.0
+#: Rows of each table of the ``surgewatch top`` view inside the demo, so both views fit a terminal.
+TOP_ROWS = 5
 
 
 def demo_events(path: Path, scale: float, hours: float) -> int:
@@ -47,12 +49,6 @@ def demo_events(path: Path, scale: float, hours: float) -> int:
     return write_events(path, skipped)
 
 
-def sparkline(values: list[int]) -> str:
-    """Unicode bars scaled to the largest value."""
-    top = max(values, default=0) or 1
-    return "".join(SPARK[min(len(SPARK) - 1, v * (len(SPARK) - 1) // top)] for v in values)
-
-
 def _minute(window_start: int | None) -> str:
     if window_start is None:
         return "-"
@@ -70,14 +66,8 @@ class WindowView:
         target = self.signups if record["metric"] == "signups" else self.hashtags
         target[int(record["window_start"])][str(record["key"])] = int(record["count"])
 
-    def render(
-        self,
-        samples: dict[Any, float],
-        metrics_url: str,
-        replay_state: str,
-        settled: dict[str, float] | None = None,
-    ) -> Group:
-        """The tables; with ``settled``, only windows starting before each metric's bound.
+    def render(self, settled: dict[str, float] | None = None) -> Table:
+        """The tables, side by side; with ``settled``, only windows starting before each metric's bound.
 
         Every counting partition closes a window on its own as the watermarks reach it, so the
         newest window is briefly incomplete; ``settled`` holds it back until all have caught up.
@@ -111,17 +101,21 @@ class WindowView:
         latest_tags = self.hashtags.get(last_tags, {}) if last_tags is not None else {}
         for tag, count in sorted(latest_tags.items(), key=lambda kv: -kv[1])[:8]:
             tags.add_row("#" + tag, str(count))
-        health = Table.grid(padding=(0, 2))
-        for stream in ("posts", "signups"):
-            received = sample(samples, "surgewatch_events_received_total", stream=stream)
-            rejected = sample_sum(samples, "surgewatch_events_rejected_total", stream=stream)
-            late = sample(samples, "surgewatch_events_late_total", stream=stream)
-            health.add_row(stream, f"received {received:,.0f}", f"rejected {rejected:,.0f}",
-                           f"late {late:,.0f}")  # fmt: skip
         outer = Table.grid(expand=True)
         outer.add_row(signups, tags)
-        footer = f"{replay_state}   metrics: {metrics_url}   Ctrl-C stops everything"
-        return Group(outer, Panel(health, title="pipeline"), footer)
+        return outer
+
+
+def frame(
+    view: WindowView,
+    top: TopState,
+    metrics_url: str,
+    replay_state: str,
+    settled: dict[str, float] | None = None,
+) -> Group:
+    """One frame of the demo: the closed windows read from the topic, then ``surgewatch top``'s view."""
+    footer = f"{replay_state}   metrics: {metrics_url}   Ctrl-C stops everything"
+    return Group(view.render(settled), render_top(top, rows=TOP_ROWS), footer)
 
 
 async def _follow_counts(bootstrap: str, topic: str, view: WindowView, stop: asyncio.Event) -> None:
@@ -155,6 +149,16 @@ async def _show(
         replay([str(events_file)], settings, speed=speed, progress=False)
     )
     samples: dict[Any, float] = {}
+    top = TopState()
+    url = worker.metrics_url
+
+    async def poll() -> None:
+        nonlocal samples
+        answer = await asyncio.to_thread(fetch, url, 2.0)
+        if answer.samples is not None:
+            samples = dict(answer.samples)
+        top.update(merge([answer]), time.time())
+
     span = settings.window_seconds + settings.grace_seconds
     with Live(console=console, refresh_per_second=2, transient=False) as live:
         while not replaying.done():
@@ -163,10 +167,8 @@ async def _show(
                 metric: sample(samples, "surgewatch_watermark_seconds", stream=stream) - span
                 for metric, stream in (("signups", "signups"), ("hashtag_posts", "posts"))
             }
-            with contextlib.suppress(OSError):
-                samples = await asyncio.to_thread(scrape, worker.metrics_url, 2.0)
-            state = f"replaying at {speed:g}x"
-            live.update(view.render(samples, worker.metrics_url, state, settled))
+            await poll()
+            live.update(frame(view, top, url, f"replaying at {speed:g}x", settled))
             await asyncio.sleep(1.0)
         stats = replaying.result()
         # The last windows close once event time has passed them: with the stream quiet, that is
@@ -179,15 +181,12 @@ async def _show(
         )
         state = f"replay done: {stats.events:,} events; closing the last windows"
         while asyncio.get_running_loop().time() < deadline:
-            with contextlib.suppress(OSError):
-                samples = await asyncio.to_thread(scrape, worker.metrics_url, 2.0)
-            live.update(view.render(samples, worker.metrics_url, state))
+            await poll()
+            live.update(frame(view, top, url, state))
             if sample_sum(samples, "surgewatch_open_windows") == 0:
                 break
             await asyncio.sleep(1.0)
-        live.update(
-            view.render(samples, worker.metrics_url, f"replay done: {stats.events:,} events")
-        )
+        live.update(frame(view, top, url, f"replay done: {stats.events:,} events"))
     console.print()
     stop.set()
     await follower
