@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     window_seconds: int = Field(default=60, ge=1, le=86_400)
     grace_seconds: int = Field(default=30, ge=0, le=86_400)
     top_k: int = Field(default=20, ge=1, le=1000)
+    surge_z_start: float = Field(default=6.0, gt=0, le=1000)
+    surge_z_end: float = Field(default=2.0, ge=0, le=1000)
+    surge_min_count: int = Field(default=10, ge=1)
+    surge_half_life_windows: float = Field(default=30.0, gt=0, le=100_000)
+    trend_user_cap: int = Field(default=3, ge=1)
     web_port: int = Field(default=6066, ge=0, le=65_535)
     web_host: str = "127.0.0.1"
     store: str = "memory://"
@@ -93,6 +98,10 @@ class Settings(BaseSettings):
         ]
         if len(set(names)) != len(names):
             raise ValueError(f"topic names must be distinct, got {names}")
+        if self.surge_z_end >= self.surge_z_start:
+            raise ValueError(
+                f"SURGE_Z_END={self.surge_z_end} must be below SURGE_Z_START={self.surge_z_start}"
+            )
         return self
 
     @property
@@ -104,6 +113,12 @@ class Settings(BaseSettings):
     def partials_topic(self) -> str:
         """Internal topic that routes pre-aggregated counts to the partition owning each key."""
         return f"{self.app_id}-window-partials"
+
+    @property
+    def summaries_topic(self) -> str:
+        """Internal single-partition topic carrying every downstream partition's window summaries
+        to the one worker that merges them into the app-wide trend view."""
+        return f"{self.app_id}-trend-summaries"
 
     def kafka_security_kwargs(self) -> dict[str, Any]:
         """aiokafka client keyword arguments for TLS/SASL (empty for plaintext)."""

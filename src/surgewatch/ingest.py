@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from datasketches import frequent_items_error_type, frequent_strings_sketch
 
 from surgewatch.events.model import Post, Rejected, Signup
 from surgewatch.events.parse import parse_post, parse_signup
@@ -42,15 +43,42 @@ PARTIAL_ENTRY_OVERHEAD_BYTES = 24
 #: Keys whose owner partition is remembered between batches (cleared past this, bounding memory).
 OWNER_CACHE_KEYS = 100_000
 
+#: A watermark past every window: the input has ended (finite, so it survives JSON).
+END_OF_TIME = 1e18
+
+#: Posts of one hashtag by one account in one window that count towards the hashtag's trend.
+DEFAULT_TREND_USER_CAP = 3
+#: Hash-map size (log2) of the per-window sketch of (account, hashtag) pairs: tracks the heaviest
+#: 0.75 * 2**11 = 1536 pairs; any pair's count is known to within 3.5 / 2**11 (0.17 %) of the
+#: window's mentions on that input partition.
+HEAVY_PAIRS_LG_MAP_SIZE = 11
+
 
 def owner_partition(metric: str, key: str, partitions: int) -> int:
     """The downstream partition that owns ``key`` of ``metric`` (CRC-32 of ``metric|key``)."""
     return zlib.crc32(f"{metric}|{key}".encode()) % partitions
 
 
+def pair_prefix(user_id: str) -> str:
+    """Start of an (account, hashtag) sketch key: the length-prefixed account, so any tag can follow."""
+    return f"{len(user_id)}:{user_id}"
+
+
+def pair_tag(pair: str) -> str:
+    """The hashtag of an (account, hashtag) sketch key made from :func:`pair_prefix`."""
+    colon = pair.index(":")
+    return pair[colon + 1 + int(pair[:colon]) :]
+
+
 @dataclass(frozen=True, slots=True)
 class Partial:
-    """Pre-aggregated counts from one input partition to one downstream partition, with its watermark."""
+    """Pre-aggregated counts from one input partition to one downstream partition, with its watermark.
+
+    ``discounts`` are ``(hashtag, window_start, posts)``: posts of a closed window (from this input
+    partition's view) that came from accounts over the per-account cap, to be left out of the
+    hashtag's trend count (never out of its published count). ``origin`` is the first window the
+    input partition counted, so every downstream partition dates its warm-up from the stream's start.
+    """
 
     metric: str
     source_partition: int
@@ -59,22 +87,27 @@ class Partial:
     counts: list[tuple[str, int, int]]
     first_offset: int = -1
     last_offset: int = -1
+    discounts: list[tuple[str, int, int]] = field(default_factory=list)
+    origin: int | None = None
 
     def encode(self) -> bytes:
         """Compact wire form."""
         watermark = None if self.watermark_seconds == NO_TIME else self.watermark_seconds
-        return orjson.dumps(
-            {
-                "m": self.metric,
-                "p": self.source_partition,
-                "n": self.source_partitions,
-                "wm": watermark,
-                "o": [self.first_offset, self.last_offset],
-                "k": [key for key, _, _ in self.counts],
-                "w": [start for _, start, _ in self.counts],
-                "c": [count for _, _, count in self.counts],
-            }
-        )
+        data: dict[str, Any] = {
+            "m": self.metric,
+            "p": self.source_partition,
+            "n": self.source_partitions,
+            "wm": watermark,
+            "o": [self.first_offset, self.last_offset],
+            "k": [key for key, _, _ in self.counts],
+            "w": [start for _, start, _ in self.counts],
+            "c": [count for _, _, count in self.counts],
+        }
+        if self.discounts:
+            data["x"] = self.discounts
+        if self.origin is not None:
+            data["f"] = self.origin
+        return orjson.dumps(data)
 
     @classmethod
     def decode(cls, raw: bytes) -> Partial:
@@ -90,6 +123,8 @@ class Partial:
             counts=list(zip(data["k"], data["w"], data["c"], strict=True)),
             first_offset=int(first),
             last_offset=int(last),
+            discounts=[(str(k), int(w), int(c)) for k, w, c in data.get("x", ())],
+            origin=None if data.get("f") is None else int(data["f"]),
         )
 
 
@@ -118,6 +153,7 @@ class StreamIngest:
         grace_seconds: int,
         downstream_partitions: int,
         source_partitions: int,
+        user_cap: int = DEFAULT_TREND_USER_CAP,
     ) -> None:
         if stream not in STREAMS:
             raise ValueError(f"unknown stream {stream!r}")
@@ -129,6 +165,11 @@ class StreamIngest:
         self.source_partitions = source_partitions
         self.watermarks = SourceWatermarks(window_seconds, grace_seconds)
         self._owners: dict[str, int] = {}
+        self.user_cap = user_cap
+        #: input partition -> window start -> sketch of (account, hashtag) pairs (posts only).
+        self._pairs: dict[int, dict[int, Any]] = {}
+        #: input partition -> first window it counted.
+        self._origins: dict[int, int] = {}
         self._parse: Callable[[bytes, float], Post | Signup | Rejected] = (
             parse_post if stream == POSTS else parse_signup
         )
@@ -164,6 +205,10 @@ class StreamIngest:
         late = 0
         posts = self.stream == POSTS
         by_country = outcome.counted_by_country
+        pairs = self._pairs.setdefault(partition, {}) if posts else {}
+        sketch: Any = None
+        new_sketch = frequent_strings_sketch
+        origin = self._origins.get(partition)
         for index, raw in enumerate(values):
             event = parse(raw if raw is not None else b"", now_seconds)
             if event.__class__ is Rejected:
@@ -186,14 +231,32 @@ class StreamIngest:
                 found = windows.get(start)
                 if found is None:
                     found = windows[start] = {}
+                    if origin is None or start < origin:
+                        origin = start
                 per_key, current_start = found, start
+                if posts:
+                    # Windows ahead of the clock get no sketch: a forged future time cannot
+                    # make one per window of the next day.
+                    sketch = pairs.get(start)
+                    if sketch is None and start <= now_seconds:
+                        sketch = pairs[start] = new_sketch(HEAVY_PAIRS_LG_MAP_SIZE)
             if posts:
-                for tag in event.hashtags:  # type: ignore[union-attr]
-                    per_key[tag] = per_key.get(tag, 0) + 1
+                tags = event.hashtags  # type: ignore[union-attr]
+                if tags:
+                    if sketch is not None:
+                        prefix = pair_prefix(event.user_id)  # type: ignore[union-attr]
+                        for tag in tags:
+                            per_key[tag] = per_key.get(tag, 0) + 1
+                            sketch.update(prefix + tag)
+                    else:
+                        for tag in tags:
+                            per_key[tag] = per_key.get(tag, 0) + 1
             else:
                 country = str(event.country)  # type: ignore[union-attr]
                 per_key[country] = per_key.get(country, 0) + 1
                 by_country[country] = by_country.get(country, 0) + 1
+        if origin is not None:
+            self._origins[partition] = origin
         outcome.late = late
         outcome.counted = len(counted_ts)
         self._lag(outcome, counted_ts, now_seconds)
@@ -248,6 +311,7 @@ class StreamIngest:
             owners.clear()
         watermark = self.watermarks.partitions[partition].watermark_seconds
         held_back = watermark if previous_watermark is None else previous_watermark
+        discounts = self._discounts(partition, watermark)
         out: list[tuple[int, Partial]] = []
         for start, per_key in windows.items():
             for key, count in per_key.items():
@@ -261,11 +325,45 @@ class StreamIngest:
                         (owner, self._partial(partition, held_back, routed[owner], first_offset))
                     )
                     routed[owner], sizes[owner] = [], 0
-        out.extend(
-            (dest, self._partial(partition, watermark, counts, first_offset, last_offset))
-            for dest, counts in enumerate(routed)
-        )
+        for dest, counts in enumerate(routed):
+            partial = self._partial(partition, watermark, counts, first_offset, last_offset)
+            out.append((dest, partial))
+        for tag, start, excess in discounts:
+            owner = owner_partition(metric, tag, n)
+            out[len(out) - n + owner][1].discounts.append((tag, start, excess))
         return out
+
+    def _discounts(self, partition: int, watermark: float) -> list[tuple[str, int, int]]:
+        """``(hashtag, window, posts over the per-account cap)`` of the windows that just closed.
+
+        A window is final for this input partition once its watermark passes ``end + grace``
+        (anything later is late), so its sketch is read and dropped then. The excess is computed
+        from each pair's *lower* bound, so an account's posts are never discounted beyond its true
+        excess; an account over the cap by less than the sketch's error may keep a few extra.
+        """
+        pairs = self._pairs.get(partition)
+        if not pairs:
+            return []
+        size, grace, cap = self.window_seconds, self.grace_seconds, self.user_cap
+        closed = [start for start in pairs if start + size + grace <= watermark]
+        out: list[tuple[str, int, int]] = []
+        for start in sorted(closed):
+            sketch = pairs.pop(start)
+            excess: dict[str, int] = {}
+            for pair, _, lower, _ in sketch.get_frequent_items(
+                frequent_items_error_type.NO_FALSE_POSITIVES, cap
+            ):
+                if lower > cap:
+                    tag = pair_tag(pair)
+                    excess[tag] = excess.get(tag, 0) + int(lower) - cap
+            out.extend((tag, start, posts) for tag, posts in sorted(excess.items()))
+        return out
+
+    def revoke(self, partition: int) -> None:
+        """Forget an input partition another worker now reads."""
+        self.watermarks.revoke(partition)
+        self._pairs.pop(partition, None)
+        self._origins.pop(partition, None)
 
     def _partial(
         self,
@@ -283,7 +381,16 @@ class StreamIngest:
             counts,
             first_offset,
             last_offset,
+            origin=self._origins.get(partition),
         )
+
+    def close_all(self, now_seconds: float) -> list[tuple[int, Partial]]:
+        """The input has ended (an offline run): every input partition's watermark runs out."""
+        out: list[tuple[int, Partial]] = []
+        for partition in range(self.source_partitions):
+            self.watermarks.assign(partition, now_seconds).watermark_seconds = END_OF_TIME
+            out.extend(self._partials(partition, {}))
+        return out
 
     def heartbeats(self, now_seconds: float, force: bool = False) -> list[tuple[int, Partial]]:
         """Watermark-only partials for partitions whose watermark moved by idleness.

@@ -2,15 +2,109 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import zlib
+from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from surgewatch.events.countries import ISO_ALPHA2, UNKNOWN_COUNTRY
 from surgewatch.events.model import Reason
 from surgewatch.ingest import LAG_BUCKETS_SECONDS, METRIC_OF_STREAM, STREAMS, BatchOutcome
+from surgewatch.trends.aggregate import TrendView
+
+#: Longest hashtag label value; longer tags are cut and keep a checksum, so two stay distinct.
+MAX_LABEL_CHARS = 120
+
+
+def hashtag_label(tag: str) -> str:
+    """A hashtag as a label value: text the exposition format can carry, of bounded length.
+
+    Quotes, backslashes and newlines are escaped by the exposition itself; what it cannot encode
+    (a lone surrogate) is written as a backslash escape, and a very long tag is shortened.
+    """
+    try:
+        tag.encode()
+    except UnicodeEncodeError:
+        tag = tag.encode("utf-8", "backslashreplace").decode()
+    if len(tag) > MAX_LABEL_CHARS:
+        checksum = zlib.crc32(tag.encode())
+        tag = f"{tag[: MAX_LABEL_CHARS - 10]}…{checksum:08x}"
+    return tag
+
+
+class TrendCollector(Collector):
+    """The trend series, built fresh from the current :class:`TrendView` on every scrape.
+
+    A tag that leaves the top-K leaves ``/metrics`` with the next scrape. ``view`` returns ``None``
+    on a worker that does not merge the trend view: it serves the families without samples, so
+    summed over workers every series has exactly one owner.
+    """
+
+    def __init__(self, view: Callable[[], TrendView | None], top_k: int) -> None:
+        self.view = view
+        self.top_k = top_k
+
+    def collect(self) -> Iterator[Metric]:
+        """One set of families per scrape."""
+        view = self.view() or TrendView()
+        window = GaugeMetricFamily(
+            "surgewatch_trend_window_start_seconds",
+            "Start of the newest complete window the trend series describe, Unix seconds.",
+        )
+        top = GaugeMetricFamily(
+            "surgewatch_top_hashtag_posts",
+            f"Posts in the last complete window, for the top {self.top_k} hashtags.",
+            labels=["hashtag"],
+        )
+        hashtag_score = GaugeMetricFamily(
+            "surgewatch_hashtag_surge_score",
+            f"Surge score of the (up to {self.top_k}) surging hashtags with the highest scores.",
+            labels=["hashtag"],
+        )
+        signups = GaugeMetricFamily(
+            "surgewatch_signups_window",
+            "Signups in the last complete window, by country.",
+            labels=["country"],
+        )
+        signup_score = GaugeMetricFamily(
+            "surgewatch_signup_surge_score",
+            "Surge score of the signups in the last complete window, by country.",
+            labels=["country"],
+        )
+        signup_surging = GaugeMetricFamily(
+            "surgewatch_signup_surging",
+            "1 for each country whose signups are in a surge.",
+            labels=["country"],
+        )
+        all_signups = GaugeMetricFamily(
+            "surgewatch_all_signups_window", "Signups in the last complete window, all countries."
+        )
+        all_score = GaugeMetricFamily(
+            "surgewatch_all_signups_surge_score", "Surge score of all signups together."
+        )
+        all_surging = GaugeMetricFamily(
+            "surgewatch_all_signups_surging", "1 while all signups together are in a surge."
+        )
+        if view.window_start is not None:
+            window.add_metric([], float(view.window_start))
+        for tag, count in view.top_hashtags:
+            top.add_metric([hashtag_label(tag)], float(count))
+        for trend in view.surging_hashtags:
+            hashtag_score.add_metric([hashtag_label(trend.key)], trend.score)
+        for trend in view.signups:
+            signups.add_metric([trend.key], float(trend.count))
+            signup_score.add_metric([trend.key], trend.score)
+            if trend.surging:
+                signup_surging.add_metric([trend.key], 1.0)
+        everyone = view.all_signups
+        if everyone is not None:
+            all_signups.add_metric([], float(everyone.count))
+            all_score.add_metric([], everyone.score)
+            all_surging.add_metric([], 1.0 if everyone.surging else 0.0)
+        yield from (window, top, hashtag_score, signups, signup_score, signup_surging)
+        yield from (all_signups, all_score, all_surging)
 
 
 class LagHistogram(Collector):
@@ -106,6 +200,12 @@ class Metrics:
             ["metric"],
             registry=r,
         )
+        self.surges = Counter(
+            "surgewatch_surges",
+            "Surge starts and ends published, by metric and state.",
+            ["metric", "state"],
+            registry=r,
+        )
         self._known_countries = ISO_ALPHA2 | {UNKNOWN_COUNTRY}
         for stream in STREAMS:
             self.received.labels(stream)
@@ -118,6 +218,12 @@ class Metrics:
             self.windows_closed.labels(metric)
             self.open_windows.labels(metric)
             self.dropped_updates.labels(metric)
+            for state in ("start", "end"):
+                self.surges.labels(metric, state)
+
+    def watch_trends(self, view: Callable[[], TrendView | None], top_k: int) -> None:
+        """Serve the trend series of ``view`` (see :class:`TrendCollector`)."""
+        self.registry.register(TrendCollector(view, top_k))
 
     def record_batch(self, stream: str, outcome: BatchOutcome) -> None:
         """Add one ingest batch's outcome."""

@@ -23,11 +23,11 @@ from typing import Any, Final
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError
-from aiokafka.partitioner import murmur2
 
 from surgewatch.config import Settings
 from surgewatch.eventfile import STDIO_PATH, EventFileError, EventReader
 from surgewatch.events.timestamps import parse_ts
+from surgewatch.partitioner import KafkaPartitioner
 from surgewatch.progress import BYTES, track
 from surgewatch.worker.topics import BrokerUnreachable, ensure_topics
 
@@ -44,8 +44,6 @@ _CHUNK_EVENTS: Final = 4096
 _MAX_PENDING_FUTURES: Final = 64
 #: Bad lines named one by one before only counting them.
 _MAX_WARNINGS: Final = 20
-#: Keys whose partition is remembered (user ids repeat; murmur2 in Python costs a few microseconds).
-_PARTITION_CACHE_KEYS: Final = 500_000
 
 
 class ReplayError(RuntimeError):
@@ -68,25 +66,9 @@ class _BatchSink:
 
     def __init__(self, producer: AIOKafkaProducer, partitions: dict[str, list[int]]) -> None:
         self._producer = producer
-        self._partitions = partitions
         self._open: dict[tuple[str, int], Any] = {}
         self._pending: list[asyncio.Future[Any]] = []
-        self._partition_of: dict[tuple[str, bytes], int] = {}
-        self._round_robin = 0
-
-    def partition(self, topic: str, key: bytes | None) -> int:
-        """The partition Kafka's default partitioner picks for ``key`` (round-robin without key)."""
-        choices = self._partitions[topic]
-        if key is None:
-            self._round_robin += 1
-            return choices[self._round_robin % len(choices)]
-        cached = self._partition_of.get((topic, key))
-        if cached is None:
-            if len(self._partition_of) >= _PARTITION_CACHE_KEYS:
-                self._partition_of.clear()
-            cached = choices[(murmur2(key) & 0x7FFFFFFF) % len(choices)]
-            self._partition_of[(topic, key)] = cached
-        return cached
+        self.partition = KafkaPartitioner(partitions).partition
 
     async def add(self, topic: str, key: bytes | None, value: bytes, timestamp_ms: int) -> None:
         """Queue one record; sends the partition's batch when it is full."""

@@ -22,33 +22,50 @@ Diurnal blend
 
 Score (stated formula; always finite)::
 
-    score = (x - b) / sqrt(max(v, b, variance_floor))
+    z_var  = (x - b) / sqrt(max(v, b, variance_floor))
+    z_tail = 3 * sqrt(x) * (1 - 1 / (9 x) - (max(b, mean_floor) / x) ** (1/3))     (x > b only)
+    score  = min(z_var, z_tail) if x > b else z_var
 
-    A Poisson z with the EWMA variance as an over-dispersion guard: for Poisson counts the variance
-    is at least the mean, and the floor keeps a key with a zero baseline from dividing by zero.
+    ``z_tail`` is the Poisson upper tail ``P(X >= x | mean)`` expressed as a normal z, by the
+    Wilson-Hilferty form of ``P(X >= x) = P(chi2(2x) <= 2 mean)``: at low counts the Poisson tail is
+    far heavier than a normal one (10 posts against a baseline of 1.8 is z 6.1 but p 1.4e-5, a daily
+    event among thousands of tags), and this keeps ``z_start=6`` meaning "about one in a billion".
+    ``z_var`` is the over-dispersion guard: when the key's own EWMA variance exceeds its mean, that
+    variance decides. ``mean_floor`` stands in for a zero baseline.
+
+Day-over-day score (when the key has a day of history)
+    ``S`` = the previous hour's count plus this hour's so far; ``Y`` = the same span 24 h earlier,
+    times the metric's own growth since then (``relative`` detectors, i.e. hashtags: a platform
+    twice as busy as yesterday does not make every hashtag surge, only those whose share grew);
+    scored as ``min(z_tail(S, Y), (S - Y) / sqrt(Y + (day_over_day_spread * Y)**2 + floor))``. The
+    window's score is the larger of the two. This is what catches a slow ramp, which the EWMA
+    follows too closely to ever find unusual.
 
 Surge state machine (per key)
-    *start*: not in a surge, ``count >= min_count`` and ``score >= z_start`` (and the detector is
-    past its warm-up). *end*: in a surge and ``score < z_end`` for ``end_windows`` consecutive windows
-    (any window at or above ``z_end`` resets the run). Starts and ends strictly alternate per key.
+    *start*: not in a surge, past the detector's warm-up, ``score >= z_start``, and large enough:
+    ``count >= min_count``, or (when the day-over-day score decided) ``S >= 10 * min_count``.
+    *end*: in a surge and ``score < z_end`` for ``end_windows`` consecutive windows (any window at
+    or above ``z_end`` resets the run). Starts and ends strictly alternate per key. While a key is in
+    a surge its mean learns ``surge_slowdown`` times more slowly and its variance not at all, so a
+    sustained wave stays a surge for hours instead of becoming the new normal within a half-life.
 
 Warm-up (``warmup_windows``)
     During the detector's first ``warmup_windows`` windows no start is emitted, and a key first seen
     then is seeded with its first count (``m = x, v = max(x, floor)``) instead of zero, because the
     detector did not see its history. After warm-up, a key seen for the first time has been absent,
-    i.e. at zero, for as long as the detector has watched: it starts from ``m = v = 0`` and only the
-    absolute ``min_count`` (together with ``z_start``) decides whether its first burst is a surge.
-    The same holds for a key returning from a long silence or from eviction: a normal small count is
-    not a surge (below ``min_count``), a burst of ``min_count`` or more is.
+    i.e. at zero, for as long as the detector has watched (its history starts with the detector's):
+    it starts from ``m = v = 0``, and ``min_count`` with the Poisson tail decides whether its first
+    burst is a surge (against ``mean_floor`` 0.5 a first window needs 11 or more).
 
 Defaults and why
     ``window_seconds=60``; ``half_life_windows=30`` (30 min: follows a diurnal curve, ignores a
-    minute); ``variance_floor=1.0``; ``z_start=6.0``; ``z_end=2.0``; ``end_windows=2``;
-    ``min_count=10`` (lower than 20 so a 2 -> 20 per-window step, whose Poisson draws fall below 20
-    about half the time, is still flagged within three windows; at a baseline of 1 a count of 10 is
-    a ~1e-7 event, and z_start already needs 29+ at a baseline of 10); ``warmup_windows=10``;
-    ``diurnal_weight=0.5``; ``idle_seconds=25 h`` (a key idle that long has a fully stale hour ring
-    and a mean decayed by 2**-50, so evicting it loses nothing); ``max_keys=20_000``.
+    minute); ``variance_floor=1.0``; ``mean_floor=0.5``; ``z_start=6.0`` (about one in a billion
+    under the Poisson tail: thousands of keys times 1,440 windows a day stay clear of it);
+    ``z_end=2.0``; ``end_windows=2``; ``min_count=10``; ``warmup_windows=10``;
+    ``diurnal_weight=0.5``; ``surge_slowdown=16`` (half-life 8 h in a surge);
+    ``day_over_day_spread=0.25`` (ordinary days differ by up to a quarter); ``idle_seconds=25 h``
+    (a key idle that long has a fully stale hour ring and a mean decayed by 2**-50, so evicting it
+    loses nothing); ``max_keys=20_000``.
 
 Bounded memory
     :class:`SurgeDetector` tracks at most ``max_keys`` keys, in least-recently-observed order. Keys
@@ -72,9 +89,12 @@ SurgeState = Literal["start", "end"]
 
 SECONDS_PER_HOUR = 3600
 HOURS_PER_DAY = 24
-# The ring holds the current (partial) hour and the 24 before it: hour h and h-24 never share a slot.
-RING_HOURS = HOURS_PER_DAY + 1
+# The ring holds the current (partial) hour and the 25 before it: hours h, h-1, h-24 and h-25
+# never share a slot.
+RING_HOURS = HOURS_PER_DAY + 2
 _NO_HOUR = -(2**62)
+#: The day-over-day span may start a surge when it holds this many times ``min_count``.
+SLOW_MIN_COUNT_WINDOWS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,28 +104,33 @@ class SurgeParams:
     window_seconds: int = 60
     half_life_windows: float = 30.0
     variance_floor: float = 1.0
+    mean_floor: float = 0.5
     z_start: float = 6.0
     z_end: float = 2.0
     end_windows: int = 2
     min_count: int = 10
     warmup_windows: int = 10
     diurnal_weight: float = 0.5
+    surge_slowdown: float = 16.0
+    day_over_day_spread: float = 0.25
     idle_seconds: int = 25 * SECONDS_PER_HOUR
     max_keys: int = 20_000
 
     def __post_init__(self) -> None:
-        if self.window_seconds <= 0 or SECONDS_PER_HOUR % self.window_seconds:
-            raise ValueError(
-                f"window_seconds={self.window_seconds}: must be positive and divide 3600"
-            )
+        if self.window_seconds <= 0:
+            raise ValueError(f"window_seconds={self.window_seconds}: must be positive")
         if not self.half_life_windows > 0:
             raise ValueError(f"half_life_windows={self.half_life_windows}: must be positive")
+        if not self.mean_floor > 0:
+            raise ValueError(f"mean_floor={self.mean_floor}: must be positive")
         if not self.variance_floor > 0:
             raise ValueError(f"variance_floor={self.variance_floor}: must be positive")
         if not self.z_end < self.z_start:
             raise ValueError(f"z_end={self.z_end} must be below z_start={self.z_start}")
         if self.end_windows < 1 or self.warmup_windows < 0 or self.max_keys < 1:
             raise ValueError("end_windows and max_keys must be >= 1, warmup_windows >= 0")
+        if not self.surge_slowdown >= 1.0 or not self.day_over_day_spread >= 0.0:
+            raise ValueError("surge_slowdown must be >= 1 and day_over_day_spread >= 0")
         if not 0.0 <= self.diurnal_weight <= 1.0:
             raise ValueError(f"diurnal_weight={self.diurnal_weight}: must be in [0, 1]")
 
@@ -115,9 +140,9 @@ class SurgeParams:
         return 1.0 - math.pow(2.0, -1.0 / self.half_life_windows)
 
     @property
-    def windows_per_hour(self) -> int:
-        """Windows in one event-time hour."""
-        return SECONDS_PER_HOUR // self.window_seconds
+    def windows_per_hour(self) -> float:
+        """Windows in one event-time hour (a window is filed under the hour it starts in)."""
+        return SECONDS_PER_HOUR / self.window_seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +178,11 @@ class Observation:
     baseline: float
     score: float
     transition: SurgeState | None
+
+
+def poisson_tail_z(count: float, mean: float) -> float:
+    """``P(X >= count)`` for ``X ~ Poisson(mean)`` as a normal z (Wilson-Hilferty); ``count > 0``."""
+    return 3.0 * math.sqrt(count) * (1.0 - 1.0 / (9.0 * count) - math.pow(mean / count, 1.0 / 3.0))
 
 
 class KeyScorer:
@@ -217,7 +247,50 @@ class KeyScorer:
         total = self._hour_sums[slot] if self._hour_ids[slot] == yesterday else 0.0
         return (1.0 - weight) * self._mean + weight * total / self.params.windows_per_hour
 
-    def observe(self, window_start: int, count: int, *, can_start: bool = True) -> Observation:
+    def _hour_sum(self, hour: int) -> float:
+        slot = hour % RING_HOURS
+        return self._hour_sums[slot] if self._hour_ids[slot] == hour else 0.0
+
+    def day_over_day_sums(self, window_start: int, count: float) -> tuple[float, float] | None:
+        """``(S, Y)`` of :meth:`day_over_day_score`, or ``None`` without a day of history."""
+        hour = window_start // SECONDS_PER_HOUR
+        if self.first_window_start > (hour - HOURS_PER_DAY - 1) * SECONDS_PER_HOUR:
+            return None
+        elapsed = (
+            (window_start % SECONDS_PER_HOUR) + self.params.window_seconds
+        ) / SECONDS_PER_HOUR
+        recent = self._hour_sum(hour - 1) + self._hour_sum(hour) + count
+        yesterday = self._hour_sum(hour - HOURS_PER_DAY - 1) + elapsed * self._hour_sum(
+            hour - HOURS_PER_DAY
+        )
+        return recent, yesterday
+
+    def day_over_day_score(
+        self, window_start: int, count: float, volume_ratio: float = 1.0
+    ) -> tuple[float, float] | None:
+        """The last hour or so against the same span yesterday (``None`` without that history).
+
+        ``S`` = the previous hour's count plus this hour's so far (``count`` included); ``Y`` = the
+        same span 24 h earlier. Scored like a window, with a relative spread for ordinary day-to-day
+        variation: ``min(z_tail(S, Y), (S - Y) / sqrt(Y + (spread * Y)**2 + variance_floor))``.
+        Returns ``(score, S)``.
+        """
+        params = self.params
+        sums = self.day_over_day_sums(window_start, count)
+        if sums is None:
+            return None
+        recent, yesterday = sums[0], sums[1] * volume_ratio
+        spread = params.day_over_day_spread * yesterday
+        score = (recent - yesterday) / math.sqrt(
+            yesterday + spread * spread + params.variance_floor
+        )
+        if recent > yesterday:
+            score = min(score, poisson_tail_z(recent, max(yesterday, params.mean_floor)))
+        return score, recent
+
+    def observe(
+        self, window_start: int, count: int, *, can_start: bool = True, volume_ratio: float = 1.0
+    ) -> Observation:
         """Score ``count`` for the window at ``window_start``, then fold it into the baseline."""
         params = self.params
         if count < 0:
@@ -240,21 +313,18 @@ class KeyScorer:
         x = float(count)
         base = self.baseline(window_start)
         score = (x - base) / math.sqrt(max(self._var, base, params.variance_floor))
-
-        d = x - self._mean
-        self._mean += self._alpha * d
-        self._var = (1.0 - self._alpha) * (self._var + self._alpha * d * d)
-        hour = window_start // SECONDS_PER_HOUR
-        slot = hour % RING_HOURS
-        if self._hour_ids[slot] != hour:
-            self._hour_ids[slot] = hour
-            self._hour_sums[slot] = 0.0
-        self._hour_sums[slot] += x
-        self.last_window_start = window_start
+        if x > base:
+            score = min(score, poisson_tail_z(x, max(base, params.mean_floor)))
+        # Large enough to count: this window alone, or the day-over-day span (ten windows' worth).
+        large = count >= params.min_count
+        slow = self.day_over_day_score(window_start, x, volume_ratio)
+        if slow is not None and slow[0] > score:
+            score = slow[0]
+            large = large or slow[1] >= SLOW_MIN_COUNT_WINDOWS * params.min_count
 
         transition: SurgeState | None = None
         if not self.in_surge:
-            if can_start and count >= params.min_count and score >= params.z_start:
+            if can_start and large and score >= params.z_start:
                 self.in_surge = True
                 self._calm_windows = 0
                 transition = "start"
@@ -265,6 +335,23 @@ class KeyScorer:
                 transition = "end"
         else:
             self._calm_windows = 0
+
+        d = x - self._mean
+        if self.in_surge:
+            # In a surge the mean learns slowly and the spread not at all, so a sustained wave
+            # stays a surge for hours instead of becoming the new normal (or the new variance)
+            # within one half-life.
+            self._mean += self._alpha / params.surge_slowdown * d
+        else:
+            self._mean += self._alpha * d
+            self._var = (1.0 - self._alpha) * (self._var + self._alpha * d * d)
+        hour = window_start // SECONDS_PER_HOUR
+        slot = hour % RING_HOURS
+        if self._hour_ids[slot] != hour:
+            self._hour_ids[slot] = hour
+            self._hour_sums[slot] = 0.0
+        self._hour_sums[slot] += x
+        self.last_window_start = window_start
         self.last = Observation(window_start, count, base, score, transition)
         return self.last
 
@@ -272,9 +359,17 @@ class KeyScorer:
 class SurgeDetector:
     """Surge scorers of many keys of one metric, bounded in number and evicted in event time."""
 
-    def __init__(self, params: SurgeParams | None = None) -> None:
-        """Start with no keys; the first observed window begins the warm-up."""
+    def __init__(self, params: SurgeParams | None = None, *, relative: bool = False) -> None:
+        """Start with no keys; the first observed window begins the warm-up.
+
+        ``relative``: judge the day-over-day score against the metric's own growth since yesterday
+        (all keys together), so a platform twice as busy as yesterday does not make every hashtag
+        a surge; only keys whose share grew do. For many keys of one kind (hashtags), not for a
+        handful where one key can be most of the total (countries).
+        """
         self.params = params or SurgeParams()
+        self._volume: KeyScorer | None = None
+        self._relative = relative
         self._keys: OrderedDict[str, KeyScorer] = OrderedDict()
         self._surging: set[str] = set()
         self._first_window_start: int | None = None
@@ -296,6 +391,33 @@ class SurgeDetector:
     def surging(self) -> frozenset[str]:
         """Keys currently in a surge."""
         return frozenset(self._surging)
+
+    @property
+    def last_window_start(self) -> int | None:
+        """The last window observed."""
+        return self._last_window_start
+
+    def set_origin(self, window_start: int) -> None:
+        """Date the warm-up from ``window_start`` (the stream's first window) instead of from the
+        first window this detector observes; only before the first observation."""
+        if self._last_window_start is None:
+            self._first_window_start = window_start
+
+    def observe_through(self, window_start: int, counts: Mapping[str, int]) -> list[SurgeEvent]:
+        """Like :meth:`observe_window`, first scoring the empty windows since the last observed one
+        while keys are surging (at most ``end_windows`` of them: by then every surge has ended),
+        so a surge whose key falls silent ends on time rather than with the next data."""
+        events: list[SurgeEvent] = []
+        last = self._last_window_start
+        size = self.params.window_seconds
+        if last is not None:
+            empty = last + size
+            limit = min(window_start, last + (self.params.end_windows + 1) * size)
+            while self._surging and empty < limit:
+                events.extend(self.observe_window(empty, {}))
+                empty += size
+        events.extend(self.observe_window(window_start, counts))
+        return events
 
     def observe_window(self, window_start: int, counts: Mapping[str, int]) -> list[SurgeEvent]:
         """Score one closed window (keys absent from ``counts`` had zero); return starts and ends.
@@ -321,17 +443,38 @@ class SurgeDetector:
 
         # Surging keys first: they must see their zero windows, and touching them keeps them
         # at the recent end of the eviction order.
+        ratio = self._volume_ratio(window_start, counts)
         for key in sorted(self._surging - counts.keys()):
-            self._observe(key, self._keys[key], window_start, 0, warming, events)
+            self._observe(key, self._keys[key], window_start, 0, warming, events, ratio)
         for key in sorted(counts):
             scorer = self._keys.get(key)
             if scorer is None:
-                scorer = KeyScorer(params, window_start, counts[key] if warming else None)
+                # After warm-up a new key was absent (zero) all along: its history starts
+                # with the detector's, so yesterday's same hour is known to be zero.
+                scorer = (
+                    KeyScorer(params, window_start, counts[key])
+                    if warming
+                    else KeyScorer(params, self._first_window_start)
+                )
                 self._keys[key] = scorer
                 if len(self._keys) > params.max_keys:
                     self._evict_oldest(events)
-            self._observe(key, scorer, window_start, counts[key], warming, events)
+            self._observe(key, scorer, window_start, counts[key], warming, events, ratio)
         return events
+
+    def _volume_ratio(self, window_start: int, counts: Mapping[str, int]) -> float:
+        """How much busier the metric is than at this time yesterday (at least 1)."""
+        if not self._relative:
+            return 1.0
+        total = sum(counts.values())
+        if self._volume is None:
+            assert self._first_window_start is not None
+            self._volume = KeyScorer(self.params, self._first_window_start)
+        sums = self._volume.day_over_day_sums(window_start, float(total))
+        self._volume.observe(window_start, total, can_start=False)
+        if sums is None or sums[1] <= 0:
+            return 1.0
+        return max(1.0, sums[0] / sums[1])
 
     def _observe(
         self,
@@ -341,8 +484,9 @@ class SurgeDetector:
         count: int,
         warming: bool,
         events: list[SurgeEvent],
+        volume_ratio: float = 1.0,
     ) -> None:
-        seen = scorer.observe(window_start, count, can_start=not warming)
+        seen = scorer.observe(window_start, count, can_start=not warming, volume_ratio=volume_ratio)
         self._keys.move_to_end(key)
         if seen.transition == "start":
             self._surging.add(key)

@@ -28,6 +28,13 @@ class WindowCount:
     window_start: int
     window_end: int
     count: int
+    #: Posts left out of the key's trend count (over the per-account cap); never published.
+    discount: int = 0
+
+    @property
+    def trend_count(self) -> int:
+        """What the surge scorer sees: the count less the posts of accounts over the cap."""
+        return self.count - self.discount
 
     @property
     def kafka_key(self) -> str:
@@ -51,6 +58,8 @@ class _MetricState:
     source_partitions: int = 0
     closed_before: float = NO_TIME
     windows: dict[int, dict[str, int]] = field(default_factory=dict)
+    discounts: dict[int, dict[str, int]] = field(default_factory=dict)
+    origins: dict[int, int] = field(default_factory=dict)
     dropped_updates: int = 0
 
 
@@ -75,8 +84,14 @@ class WindowStore:
         source_partitions: int,
         source_watermark_seconds: float,
         counts: Iterable[tuple[str, int, int]],
+        discounts: Iterable[tuple[str, int, int]] = (),
+        origin: int | None = None,
     ) -> list[WindowCount]:
-        """Add ``(key, window_start, count)`` partials from one input partition; return what closed."""
+        """Add ``(key, window_start, count)`` partials from one input partition; return what closed.
+
+        ``discounts`` (same shape) are subtracted from the trend counts of the closed records;
+        ``origin`` is the first window the input partition counted (see :meth:`origin`).
+        """
         state = self._state(metric)
         windows = state.windows
         closed_before = state.closed_before
@@ -89,6 +104,12 @@ class WindowStore:
             if per_key is None:
                 per_key = windows[window_start] = {}
             per_key[key] = per_key.get(key, 0) + count
+        for key, window_start, count in discounts:
+            if window_start + size > closed_before:
+                per_key = state.discounts.setdefault(window_start, {})
+                per_key[key] = per_key.get(key, 0) + count
+        if origin is not None and origin < state.origins.get(source_partition, origin + 1):
+            state.origins[source_partition] = origin
         previous = state.source_watermarks.get(source_partition, NO_TIME)
         if source_watermark_seconds > previous:
             state.source_watermarks[source_partition] = source_watermark_seconds
@@ -105,6 +126,16 @@ class WindowStore:
             return NO_TIME
         return min(state.source_watermarks.get(p, NO_TIME) for p in range(state.source_partitions))
 
+    def closed_before_seconds(self, metric: str) -> float:
+        """Every window ending at or before this has closed (``-inf`` before the first close)."""
+        state = self._metrics.get(metric)
+        return state.closed_before if state else NO_TIME
+
+    def origin(self, metric: str) -> int | None:
+        """The earliest window any input partition of ``metric``'s stream counted, if known."""
+        state = self._metrics.get(metric)
+        return min(state.origins.values()) if state and state.origins else None
+
     def _close(self, metric: str, state: _MetricState) -> list[WindowCount]:
         watermark = self.watermark_seconds(metric)
         if watermark == NO_TIME or not state.windows:
@@ -119,12 +150,15 @@ class WindowStore:
         closed: list[WindowCount] = []
         for start in ready:
             per_key = state.windows.pop(start)
+            discount = state.discounts.pop(start, {})
             end = window_end_seconds(start, size)
             closed.extend(
-                WindowCount(metric, key, start, end, count)
+                WindowCount(metric, key, start, end, count, min(discount.get(key, 0), count))
                 for key, count in sorted(per_key.items())
                 if count
             )
+        for start in [s for s in state.discounts if s + size <= state.closed_before]:
+            del state.discounts[start]
         return closed
 
     def open_windows(self, metric: str) -> int:

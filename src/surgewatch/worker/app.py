@@ -3,7 +3,9 @@
 Data flow: ``posts``/``signups`` → ingest agents (parse, lateness, pre-aggregate; rejects to the
 dead-letter topic) → ``{app_id}-window-partials`` partitioned by key owner → counting agent
 (:class:`~surgewatch.windows.counting.WindowStore`) → one record per key and closed window on the
-window-counts topic.
+window-counts topic. The counting agent also scores what closed (surges to the surges topic) and
+sends a summary of each window to ``{app_id}-trend-summaries``; that topic has one partition, so one
+worker merges the summaries into the app-wide trend view that its ``/metrics`` serves.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import zlib
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -22,6 +25,7 @@ from faust.types import TP
 from prometheus_client import generate_latest
 
 from surgewatch.config import Settings
+from surgewatch.downstream import Downstream, surge_params
 from surgewatch.ingest import (
     METRIC_OF_STREAM,
     POSTS,
@@ -31,7 +35,9 @@ from surgewatch.ingest import (
     owner_partition,
 )
 from surgewatch.metrics import Metrics
-from surgewatch.windows.counting import WindowCount, WindowStore
+from surgewatch.trends.aggregate import TrendAggregator, TrendView
+from surgewatch.trends.partition import SummaryMessage, Surge
+from surgewatch.windows.counting import WindowCount
 from surgewatch.windows.watermark import FRESH_SECONDS
 from surgewatch.worker.batching import BatchingApp, BatchingConsumer, BatchTopic, RecordBatch
 
@@ -104,15 +110,21 @@ class Pipeline:
                 settings.grace_seconds,
                 self.downstream_partitions,
                 partition_counts[topic],
+                settings.trend_user_cap,
             )
             for stream, topic in self.topic_of_stream.items()
         }
+        self.surge_params = surge_params(settings)
+        self.surges_partitions = partition_counts[settings.surges_topic]
+        #: The trend view's merger, while this worker reads the summaries topic.
+        self.aggregator: TrendAggregator | None = None
+        self._aggregated: int | None = None
         fresh_seconds = max(FRESH_SECONDS, 4 * settings.fetch_max_wait_ms / 1000)
         for state in self.ingests.values():
             state.watermarks.fresh_seconds = fresh_seconds
-        self.stores: dict[int, WindowStore] = {}
-        #: Next offset of each partials partition that its store has applied.
-        self._applied: dict[int, int] = {}
+        self.downstreams: dict[int, Downstream] = {}
+        #: Next offset of each partials or summaries partition that this worker has applied.
+        self._applied: dict[TP, int] = {}
         #: Batches of a partition whose sends are not all acknowledged, oldest first: offsets are
         #: committed only over a run of finished batches.
         self._pending: dict[TP, deque[list[Any]]] = {}
@@ -252,23 +264,51 @@ class Pipeline:
             futures.append(await producer.send_batch(batch, topic, partition=partition))
         return futures
 
+    async def _publish_surges(self, surges: list[Surge]) -> list[Awaitable[Any]]:
+        """Surge starts and ends; a key's records share a partition, so they stay in order."""
+        producer = self.app.producer
+        futures: list[Awaitable[Any]] = []
+        size = self.settings.window_seconds
+        for surge in surges:
+            key = surge.kafka_key.encode()
+            partition = zlib.crc32(key) % self.surges_partitions
+            timestamp_ms = (surge.event.window_start + size) * 1000
+            value = orjson.dumps(surge.as_dict())
+            futures.append(
+                await producer.send(
+                    self.settings.surges_topic, key, value, partition, timestamp_ms, None
+                )
+            )
+            self.metrics.surges.labels(surge.metric, surge.event.state).inc()
+        return futures
+
+    def _unapplied(self, batch: RecordBatch) -> list[Any]:
+        """The batch's records this worker has not applied yet (a rebalance seeks back)."""
+        applied = self._applied.get(batch.tp)
+        if applied is None:
+            return list(batch.records)
+        return [r for r in batch.records if r.offset >= applied]
+
     async def count(self, batch: RecordBatch) -> None:
-        """One batch of routed partials: add them up and publish the windows that closed."""
+        """One batch of routed partials: add them up, publish the windows that closed, score them."""
         if self._is_stale(batch):
             return
         settings = self.settings
         partition = batch.tp.partition
-        applied = self._applied.get(partition)
-        records = batch.records
-        if applied is not None:
-            records = [r for r in records if r.offset >= applied]
-            if not records:
-                return
-        store = self.stores.get(partition)
-        if store is None:
-            store = self.stores[partition] = WindowStore(
-                settings.window_seconds, settings.grace_seconds
+        records = self._unapplied(batch)
+        if not records:
+            return
+        downstream = self.downstreams.get(partition)
+        if downstream is None:
+            downstream = self.downstreams[partition] = Downstream(
+                partition,
+                self.downstream_partitions,
+                settings.window_seconds,
+                settings.grace_seconds,
+                self.surge_params,
+                settings.top_k,
             )
+        store = downstream.store
         futures: list[Awaitable[Any]] = []
         closed: list[WindowCount] = []
         for record in records:
@@ -278,19 +318,19 @@ class Pipeline:
                 log.error("skipping unreadable partial at %s@%s: %s", batch.tp, record.offset, exc)
                 continue
             before = store.dropped_updates(partial.metric)
-            closed.extend(
-                store.apply(
-                    partial.metric,
-                    partial.source_partition,
-                    partial.source_partitions,
-                    partial.watermark_seconds,
-                    partial.counts,
-                )
-            )
+            closed.extend(downstream.apply(partial))
             dropped = store.dropped_updates(partial.metric) - before
             if dropped:
                 self.metrics.dropped_updates.labels(partial.metric).inc(dropped)
         futures.extend(await self._publish_windows(closed, partition))
+        surges, message = downstream.conclude(closed)
+        futures.extend(await self._publish_surges(surges))
+        if message is not None:
+            futures.append(
+                await self.app.producer.send(
+                    settings.summaries_topic, None, message.encode(), 0, None, None
+                )
+            )
         records_by_metric: Counter[str] = Counter()
         windows_by_metric: dict[str, set[int]] = {}
         for window in closed:
@@ -301,10 +341,36 @@ class Pipeline:
             self.metrics.window_records.labels(metric).inc(records_by_metric[metric])
         for metric in METRIC_OF_STREAM.values():
             self.metrics.open_windows.labels(metric).set(
-                sum(s.open_windows(metric) for s in self.stores.values())
+                sum(d.store.open_windows(metric) for d in self.downstreams.values())
             )
-        self._applied[partition] = records[-1].offset + 1
+        self._applied[batch.tp] = records[-1].offset + 1
         self._commit_after(batch.tp, records[-1].offset + 1, futures)
+
+    async def aggregate(self, batch: RecordBatch) -> None:
+        """One batch of window summaries: merge them into the trend view; all-signups surges."""
+        if self._is_stale(batch):
+            return
+        records = self._unapplied(batch)
+        if not records:
+            return
+        if self.aggregator is None:
+            self.aggregator = TrendAggregator(self.surge_params, self.settings.top_k)
+        surges: list[Surge] = []
+        for record in records:
+            try:
+                message = SummaryMessage.decode(record.value)
+            except (ValueError, KeyError, TypeError) as exc:
+                log.error("skipping unreadable summary at %s@%s: %s", batch.tp, record.offset, exc)
+                continue
+            surges.extend(self.aggregator.add(message))
+        futures = await self._publish_surges(surges)
+        self._applied[batch.tp] = records[-1].offset + 1
+        self._commit_after(batch.tp, records[-1].offset + 1, futures)
+
+    def trend_view(self) -> TrendView | None:
+        """The app-wide trend view, on the worker that merges it (``None`` elsewhere)."""
+        aggregator = self.aggregator
+        return aggregator.view if aggregator is not None else None
 
     async def tick(self) -> None:
         """Track assignment, mark idle partitions, and send watermark heartbeats downstream."""
@@ -319,7 +385,7 @@ class Pipeline:
             async with self._stream_locks[stream]:
                 for partition in list(state.watermarks.partitions):
                     if partition not in owned:
-                        state.watermarks.revoke(partition)
+                        state.revoke(partition)
                 for partition in owned:
                     state.watermarks.assign(partition, now)
                     known = consumer.fetch_state(TP(topic, partition))
@@ -331,10 +397,14 @@ class Pipeline:
         owned_downstream = {
             tp.partition for tp in assignment if tp.topic == self.settings.partials_topic
         }
-        for partition in list(self.stores):
+        for partition in list(self.downstreams):
             if partition not in owned_downstream:
-                del self.stores[partition]
-                self._applied.pop(partition, None)
+                del self.downstreams[partition]
+                self._applied.pop(TP(self.settings.partials_topic, partition), None)
+        summaries = TP(self.settings.summaries_topic, 0)
+        if summaries not in assignment and self.aggregator is not None:
+            self.aggregator = None
+            self._applied.pop(summaries, None)
 
 
 def create_app(
@@ -397,6 +467,13 @@ def create_app(
             await pipeline.count(batch)
 
     app.agent(batch_topic(settings.partials_topic), name="count-windows")(count_windows)
+
+    async def aggregate_trends(batches: Any) -> None:
+        async for batch in batches:
+            await pipeline.aggregate(batch)
+
+    app.agent(batch_topic(settings.summaries_topic), name="aggregate-trends")(aggregate_trends)
+    metrics.watch_trends(pipeline.trend_view, settings.top_k)
 
     async def watermark_timer() -> None:
         await pipeline.tick()

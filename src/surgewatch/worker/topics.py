@@ -26,7 +26,13 @@ def worker_topics(settings: Settings) -> list[str]:
         settings.dlq_topic,
         settings.window_counts_topic,
         settings.surges_topic,
+        settings.summaries_topic,
     ]
+
+
+def partitions_of(settings: Settings, name: str) -> int:
+    """How many partitions a new topic gets: one for the summaries (one reader merges them all)."""
+    return 1 if name == settings.summaries_topic else settings.partitions
 
 
 async def ensure_topics(settings: Settings, names: Iterable[str] | None = None) -> dict[str, int]:
@@ -50,7 +56,7 @@ async def ensure_topics(settings: Settings, names: Iterable[str] | None = None) 
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(
-                    [NewTopic(name, settings.partitions, 1) for name in missing]
+                    [NewTopic(name, partitions_of(settings, name), 1) for name in missing]
                 )
     finally:
         await admin.close()
@@ -59,7 +65,7 @@ async def ensure_topics(settings: Settings, names: Iterable[str] | None = None) 
     try:
         cluster = await client.fetch_all_metadata()
         return {
-            name: len(cluster.partitions_for_topic(name) or ()) or settings.partitions
+            name: len(cluster.partitions_for_topic(name) or ()) or partitions_of(settings, name)
             for name in wanted
         }
     finally:

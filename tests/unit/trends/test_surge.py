@@ -103,14 +103,14 @@ def ramp_delay(seed: int, base: float, history_windows: int, weight: float) -> i
 @pytest.mark.parametrize("seed", SEEDS)
 def test_slow_ramp_is_caught_only_against_yesterday(seed: int) -> None:
     # The 30-window EWMA follows a 6-hour ramp (its lag becomes variance), so without a day of
-    # history the ramp is never a surge; with one steady day before it, the diurnal blend flags it.
-    # Measured (seeds 0-4, rate 100/window): default weight 0.5 -> 415-437 windows after the ramp
-    # began (about an hour into the 5x plateau); weight 1.0 -> 208-247 windows (at 3.5-4x).
+    # history the ramp is never a surge; with one steady day before it, the day-over-day score
+    # (the last hour or so against the same span yesterday) flags it.
+    # Measured (seeds 0-4): 180 windows after the ramp began (3 h, at 3x), at 100 and at 10 per
+    # window, whatever the diurnal weight of the window score.
     assert ramp_delay(seed, 100, history_windows=120, weight=0.5) is None
-    delay = ramp_delay(seed, 100, history_windows=WINDOWS_PER_DAY + 120, weight=0.5)
-    assert delay is not None and 360 <= delay <= 480
-    delay = ramp_delay(seed, 100, history_windows=WINDOWS_PER_DAY + 120, weight=1.0)
-    assert delay is not None and 180 <= delay <= 300
+    for base, weight in ((100, 0.5), (100, 1.0), (10, 0.5)):
+        delay = ramp_delay(seed, base, history_windows=WINDOWS_PER_DAY + 120, weight=weight)
+        assert delay is not None and 150 <= delay <= 210, (base, weight, delay)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -133,7 +133,8 @@ def test_one_window_spike_starts_once_and_ends_once(seed: int) -> None:
 
 
 def test_gap_decays_baseline_in_closed_form() -> None:
-    params = SurgeParams(diurnal_weight=0.0)
+    # No surge may start (in a surge the baseline learns more slowly, which a gap cannot know).
+    params = SurgeParams(diurnal_weight=0.0, min_count=10**6)
     counts = [7, 0, 3, 12, 0, 5]
     looped, gapped = KeyScorer(params, T0), KeyScorer(params, T0)
     for i, count in enumerate(counts):
@@ -161,12 +162,14 @@ def test_key_silent_for_two_days_returns_quietly_unless_at_min_count() -> None:
     scorer = detector.scorer("k")
     assert scorer is not None and scorer.last is not None
     assert scorer.last.baseline < 1e-6  # decayed and yesterday's same hour was silent
-    assert scorer.last.score > params.z_start  # unusual, yet below min_count
-    burst = detector.observe_window(T0 + WINDOW * (back + 60), {"k": params.min_count})
+    # Against a zero baseline (mean_floor 0.5), 8 is unusual but the Poisson tail keeps it below
+    # z_start; it is below min_count too.
+    assert 4.0 < scorer.last.score < params.z_start
+    burst = detector.observe_window(T0 + WINDOW * (back + 60), {"k": 2 * params.min_count})
     assert [e.state for e in burst] == ["start"]
 
 
-def test_new_key_after_warmup_is_a_surge_only_from_min_count() -> None:
+def test_new_key_after_warmup_is_a_surge_only_past_min_count_and_the_tail() -> None:
     params = SurgeParams()
     detector = SurgeDetector(params)
     detector.observe_window(T0, {"old": 500})  # seeded during warm-up: no surge
@@ -175,7 +178,7 @@ def test_new_key_after_warmup_is_a_surge_only_from_min_count() -> None:
         detector.observe_window(T0 + WINDOW * i, {"old": 500})
     late = T0 + WINDOW * (params.warmup_windows + 2)
     events = detector.observe_window(
-        late, {"old": 500, "small": params.min_count - 1, "big": params.min_count}
+        late, {"old": 500, "small": params.min_count - 1, "big": params.min_count + 2}
     )
     assert [(e.key, e.state) for e in events] == [("big", "start")]
 
@@ -284,7 +287,8 @@ def test_out_of_order_or_unaligned_windows_are_refused(window_start: int, messag
 
 
 def test_params_are_checked() -> None:
-    with pytest.raises(ValueError, match="divide 3600"):
-        SurgeParams(window_seconds=7)
+    with pytest.raises(ValueError, match="must be positive"):
+        SurgeParams(window_seconds=0)
+    assert SurgeParams(window_seconds=90).windows_per_hour == 40.0
     with pytest.raises(ValueError, match="below z_start"):
         SurgeParams(z_start=2.0, z_end=3.0)
