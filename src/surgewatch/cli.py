@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from surgewatch.config import Settings, SettingsError, load_settings
+from surgewatch.simulate.scenarios import SCENARIOS
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -74,7 +75,14 @@ def worker(web_port: int | None, loglevel: str) -> None:
 
 
 @main.command()
-@click.option("--scenario", default="rednote-2025", show_default=True)
+@click.option(
+    "--scenario",
+    default="rednote-2025",
+    show_default=True,
+    type=click.Choice(sorted(SCENARIOS)),
+    help="rednote-2025: the January 2025 migration; baseline: ordinary days; slow-ramp: a wave "
+    "climbing over six hours; bot-spike: one account posting one tag thousands of times in a minute.",
+)
 @click.option("--seed", type=int, default=2025, show_default=True)
 @click.option(
     "--scale", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True

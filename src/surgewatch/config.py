@@ -100,7 +100,8 @@ class Settings(BaseSettings):
             raise ValueError(f"topic names must be distinct, got {names}")
         if self.surge_z_end >= self.surge_z_start:
             raise ValueError(
-                f"SURGE_Z_END={self.surge_z_end} must be below SURGE_Z_START={self.surge_z_start}"
+                f"SURGEWATCH_SURGE_Z_END={self.surge_z_end} must be below"
+                f" SURGEWATCH_SURGE_Z_START={self.surge_z_start}"
             )
         return self
 

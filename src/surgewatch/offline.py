@@ -37,11 +37,11 @@ class StreamTotals:
 
 @dataclass(slots=True)
 class OfflineResult:
-    """Everything a run computed; ``views`` holds the trend view after each complete window."""
+    """Everything a run computed; ``view`` is the trend view once every window has closed."""
 
     window_counts: list[WindowCount] = field(default_factory=list)
     surges: list[Surge] = field(default_factory=list)
-    views: list[TrendView] = field(default_factory=list)
+    view: TrendView = field(default_factory=TrendView)
     totals: dict[str, StreamTotals] = field(default_factory=dict)
 
 
@@ -115,10 +115,7 @@ class OfflinePipeline:
             surges, message = downstream.conclude(closed)
             self.result.surges.extend(surges)
             if message is not None:
-                before = self.aggregator.view
                 self.result.surges.extend(self.aggregator.add(message))
-                if self.aggregator.view is not before:
-                    self.result.views.append(self.aggregator.view)
 
     def finish(self) -> OfflineResult:
         """Process what is buffered, then let every input partition's watermark run out."""
@@ -126,6 +123,7 @@ class OfflinePipeline:
             self._process(stream, partition)
         for ingest in self.ingests.values():
             self._route(ingest.close_all(self.now()))
+        self.result.view = self.aggregator.view
         return self.result
 
 

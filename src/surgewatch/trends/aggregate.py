@@ -53,8 +53,11 @@ class TrendView:
 
 @dataclass(slots=True)
 class _Pending:
-    summaries: dict[int, list[WindowSummary]] = field(default_factory=dict)
+    #: window start -> downstream partition -> its summary (a resent summary replaces the first).
+    summaries: dict[int, dict[int, WindowSummary]] = field(default_factory=dict)
     closed_before: dict[int, float] = field(default_factory=dict)
+    #: Windows up to and including this one are merged; summaries of them are ignored.
+    done_through: float = -math.inf
 
 
 class TrendAggregator:
@@ -73,8 +76,9 @@ class TrendAggregator:
         self.partitions = max(self.partitions, message.partitions)
         for summary in message.summaries:
             pending = self._pending.get(summary.metric)
-            if pending is not None:
-                pending.summaries.setdefault(summary.window_start, []).append(summary)
+            if pending is not None and summary.window_start > pending.done_through:
+                by_partition = pending.summaries.setdefault(summary.window_start, {})
+                by_partition[message.partition] = summary
         surges: list[Surge] = []
         for metric, closed_before in message.closed_before.items():
             pending = self._pending.get(metric)
@@ -98,7 +102,8 @@ class TrendAggregator:
         ready = sorted(start for start in pending.summaries if start + size <= horizon)
         surges: list[Surge] = []
         for start in ready:
-            parts = pending.summaries.pop(start)
+            parts = [part for _, part in sorted(pending.summaries.pop(start).items())]
+            pending.done_through = start
             if metric == HASHTAGS:
                 self._hashtags(start, parts)
             else:
@@ -112,7 +117,9 @@ class TrendAggregator:
             key=lambda item: (-item[1], item[0]),
         )
         surging = top_surging((trend for part in parts for trend in part.keys), self.top_k)
-        self._replace(hashtag_window=start, top_hashtags=tuple(top), surging_hashtags=surging)
+        self._replace(
+            hashtag_window=start, top_hashtags=tuple(top), surging_hashtags=tuple(surging)
+        )
 
     def _signups(self, start: int, parts: list[WindowSummary]) -> list[Surge]:
         countries = sorted((t for part in parts for t in part.keys), key=lambda t: t.key)
