@@ -40,3 +40,8 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) .surgewatch .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+# Detection quality on the simulated scenarios (bench/detection.py; --scale via ARGS).
+.PHONY: detection
+detection: setup
+	$(PY) bench/detection.py $(ARGS)

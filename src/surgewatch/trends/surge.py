@@ -15,9 +15,10 @@ Baseline (per key, updated once per window, after scoring it)
         m_k = r**k * m;   v_k = r**k * (v + m * m * (1 - r**k))
 
 Diurnal blend
-    Each key keeps a ring of per-hour count sums for the last 25 hours (fixed size, event-time hours
+    Each key keeps a ring of per-hour count sums for the last 26 hours (fixed size, event-time hours
     ``window_start // 3600``). When the key has been tracked since the start of the same hour 24 h
-    earlier, ``y`` = that hour's mean count per window (zero windows included) and the baseline is
+    earlier, ``y`` = that hour's mean count per window (zero windows included; for ``relative``
+    detectors times the metric's growth since yesterday) and the baseline is
     ``b = (1 - diurnal_weight) * m + diurnal_weight * y``; otherwise ``b = m``.
 
 Score (stated formula; always finite)::
@@ -38,14 +39,18 @@ Day-over-day score (when the key has a day of history)
     times the metric's own growth since then (``relative`` detectors, i.e. hashtags: a platform
     twice as busy as yesterday does not make every hashtag surge, only those whose share grew);
     scored as ``min(z_tail(S, Y), (S - Y) / sqrt(Y + (day_over_day_spread * Y)**2 + floor))``. The
-    window's score is the larger of the two. This is what catches a slow ramp, which the EWMA
+    window's score is the larger of the two, the day-over-day one counting only while ``x > b`` (a
+    one-minute burst stays in the span for two hours). This is what catches a slow ramp, which the EWMA
     follows too closely to ever find unusual.
 
 Surge state machine (per key)
     *start*: not in a surge, past the detector's warm-up, ``score >= z_start``, and large enough:
     ``count >= min_count``, or (when the day-over-day score decided) ``S >= 10 * min_count``.
     *end*: in a surge and ``score < z_end`` for ``end_windows`` consecutive windows (any window at
-    or above ``z_end`` resets the run). Starts and ends strictly alternate per key. While a key is in
+    or above ``z_end`` resets the run), where the score is the one that started the surge (its
+    ``basis``): a burst ends with its windows, a slow ramp with its hours. The day-over-day score may
+    start a surge only while the window itself is above its baseline (right after a one-minute burst
+    the span still holds it). Starts and ends strictly alternate per key. While a key is in
     a surge its mean learns ``surge_slowdown`` times more slowly and its variance not at all, so a
     sustained wave stays a surge for hours instead of becoming the new normal within a half-life.
 
@@ -86,6 +91,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 SurgeState = Literal["start", "end"]
+#: Which score decided: the window against its baseline, or the last hour against yesterday's.
+ScoreBasis = Literal["window", "day_over_day"]
 
 SECONDS_PER_HOUR = 3600
 HOURS_PER_DAY = 24
@@ -155,9 +162,10 @@ class SurgeEvent:
     count: int
     baseline: float
     score: float
+    basis: ScoreBasis = "window"
 
     def as_dict(self, metric: str) -> dict[str, object]:
-        """The record value on the surges topic."""
+        """The record value on the surges topic (the contract's fields, plus ``basis``)."""
         return {
             "metric": metric,
             "key": self.key,
@@ -166,6 +174,7 @@ class SurgeEvent:
             "count": self.count,
             "baseline": self.baseline,
             "score": self.score,
+            "basis": self.basis,
         }
 
 
@@ -178,6 +187,7 @@ class Observation:
     baseline: float
     score: float
     transition: SurgeState | None
+    basis: ScoreBasis = "window"
 
 
 def poisson_tail_z(count: float, mean: float) -> float:
@@ -194,6 +204,7 @@ class KeyScorer:
         "_hour_ids",
         "_hour_sums",
         "_mean",
+        "_surge_basis",
         "_var",
         "first_window_start",
         "in_surge",
@@ -218,6 +229,7 @@ class KeyScorer:
         self._hour_sums = array("d", [0.0] * RING_HOURS)
         self._hour_ids = array("q", [_NO_HOUR] * RING_HOURS)
         self.in_surge = False
+        self._surge_basis: ScoreBasis = "window"
         self._calm_windows = 0
         self.last: Observation | None = None
 
@@ -236,8 +248,11 @@ class KeyScorer:
         self._var = r_k * (self._var + self._mean * self._mean * (1.0 - r_k))
         self._mean = r_k * self._mean
 
-    def baseline(self, window_start: int) -> float:
-        """Expected count of ``window_start`` (call after gaps up to it have been applied)."""
+    def baseline(self, window_start: int, volume_ratio: float = 1.0) -> float:
+        """Expected count of ``window_start`` (call after gaps up to it have been applied).
+
+        ``volume_ratio`` scales yesterday's level by the metric's growth since (hashtags).
+        """
         weight = self.params.diurnal_weight
         hour = window_start // SECONDS_PER_HOUR
         yesterday = hour - HOURS_PER_DAY
@@ -245,7 +260,8 @@ class KeyScorer:
             return self._mean
         slot = yesterday % RING_HOURS
         total = self._hour_sums[slot] if self._hour_ids[slot] == yesterday else 0.0
-        return (1.0 - weight) * self._mean + weight * total / self.params.windows_per_hour
+        expected = volume_ratio * total / self.params.windows_per_hour
+        return (1.0 - weight) * self._mean + weight * expected
 
     def _hour_sum(self, hour: int) -> float:
         slot = hour % RING_HOURS
@@ -311,30 +327,40 @@ class KeyScorer:
         elif window_start < self.first_window_start:
             raise ValueError(f"window_start={window_start} precedes the key's first window")
         x = float(count)
-        base = self.baseline(window_start)
+        base = self.baseline(window_start, volume_ratio)
         score = (x - base) / math.sqrt(max(self._var, base, params.variance_floor))
         if x > base:
             score = min(score, poisson_tail_z(x, max(base, params.mean_floor)))
-        # Large enough to count: this window alone, or the day-over-day span (ten windows' worth).
-        large = count >= params.min_count
         slow = self.day_over_day_score(window_start, x, volume_ratio)
-        if slow is not None and slow[0] > score:
-            score = slow[0]
-            large = large or slow[1] >= SLOW_MIN_COUNT_WINDOWS * params.min_count
-
+        basis: ScoreBasis = "window"
         transition: SurgeState | None = None
         if not self.in_surge:
+            # Large enough to count: this window alone, or the day-over-day span (ten windows'
+            # worth). The span may start a surge only while this window is itself above its
+            # baseline: right after a one-minute burst the span still holds it, the window does not.
+            large = count >= params.min_count
+            if slow is not None and x > base and slow[0] > score:
+                score = slow[0]
+                basis = "day_over_day"
+                large = large or slow[1] >= SLOW_MIN_COUNT_WINDOWS * params.min_count
             if can_start and large and score >= params.z_start:
                 self.in_surge = True
+                self._surge_basis = basis
                 self._calm_windows = 0
                 transition = "start"
-        elif score < params.z_end:
-            self._calm_windows += 1
-            if self._calm_windows >= params.end_windows:
-                self.in_surge = False
-                transition = "end"
         else:
-            self._calm_windows = 0
+            # A surge is judged to its end by the score that started it: a burst ends with its
+            # windows, a slow ramp with its hours (one quiet window does not end it).
+            basis = self._surge_basis
+            if basis == "day_over_day" and slow is not None:
+                score = slow[0]
+            if score >= params.z_end:
+                self._calm_windows = 0
+            else:
+                self._calm_windows += 1
+                if self._calm_windows >= params.end_windows:
+                    self.in_surge = False
+                    transition = "end"
 
         d = x - self._mean
         if self.in_surge:
@@ -352,7 +378,7 @@ class KeyScorer:
             self._hour_sums[slot] = 0.0
         self._hour_sums[slot] += x
         self.last_window_start = window_start
-        self.last = Observation(window_start, count, base, score, transition)
+        self.last = Observation(window_start, count, base, score, transition, basis)
         return self.last
 
 
@@ -494,7 +520,15 @@ class SurgeDetector:
             self._surging.discard(key)
         if seen.transition is not None:
             events.append(
-                SurgeEvent(key, seen.transition, window_start, count, seen.baseline, seen.score)
+                SurgeEvent(
+                    key,
+                    seen.transition,
+                    window_start,
+                    count,
+                    seen.baseline,
+                    seen.score,
+                    seen.basis,
+                )
             )
 
     def _evict_idle(self, window_start: int) -> None:
@@ -515,5 +549,13 @@ class SurgeDetector:
             seen = scorer.last
             assert seen is not None  # a surging key has been observed
             events.append(
-                SurgeEvent(key, "end", seen.window_start, seen.count, seen.baseline, seen.score)
+                SurgeEvent(
+                    key,
+                    "end",
+                    seen.window_start,
+                    seen.count,
+                    seen.baseline,
+                    seen.score,
+                    seen.basis,
+                )
             )
