@@ -100,6 +100,7 @@ HOURS_PER_DAY = 24
 # never share a slot.
 RING_HOURS = HOURS_PER_DAY + 2
 _NO_HOUR = -(2**62)
+_EMPTY_RING = bytes(8 * RING_HOURS)
 #: The day-over-day span may start a surge when it holds this many times ``min_count``.
 SLOW_MIN_COUNT_WINDOWS = 10
 
@@ -201,9 +202,9 @@ class KeyScorer:
     __slots__ = (
         "_alpha",
         "_calm_windows",
-        "_hour_ids",
         "_hour_sums",
         "_mean",
+        "_newest_hour",
         "_surge_basis",
         "_var",
         "first_window_start",
@@ -226,8 +227,9 @@ class KeyScorer:
         if seed_count is not None:
             self._mean = float(seed_count)
             self._var = max(float(seed_count), params.variance_floor)
-        self._hour_sums = array("d", [0.0] * RING_HOURS)
-        self._hour_ids = array("q", [_NO_HOUR] * RING_HOURS)
+        # Slot ``h % RING_HOURS`` holds hour ``h`` for the RING_HOURS hours up to the newest.
+        self._hour_sums = array("d", _EMPTY_RING)
+        self._newest_hour = _NO_HOUR
         self.in_surge = False
         self._surge_basis: ScoreBasis = "window"
         self._calm_windows = 0
@@ -258,14 +260,28 @@ class KeyScorer:
         yesterday = hour - HOURS_PER_DAY
         if weight == 0.0 or self.first_window_start > yesterday * SECONDS_PER_HOUR:
             return self._mean
-        slot = yesterday % RING_HOURS
-        total = self._hour_sums[slot] if self._hour_ids[slot] == yesterday else 0.0
+        total = self._hour_sum(yesterday)
         expected = volume_ratio * total / self.params.windows_per_hour
         return (1.0 - weight) * self._mean + weight * expected
 
     def _hour_sum(self, hour: int) -> float:
-        slot = hour % RING_HOURS
-        return self._hour_sums[slot] if self._hour_ids[slot] == hour else 0.0
+        newest = self._newest_hour
+        if hour > newest or hour <= newest - RING_HOURS:
+            return 0.0
+        return self._hour_sums[hour % RING_HOURS]
+
+    def _add_to_hour(self, hour: int, count: float) -> None:
+        """Add to ``hour`` (never older than the newest hour held), clearing the hours skipped."""
+        sums = self._hour_sums
+        newest = self._newest_hour
+        if hour > newest:
+            if hour - newest >= RING_HOURS:
+                sums[:] = array("d", _EMPTY_RING)
+            else:
+                for skipped in range(newest + 1, hour + 1):
+                    sums[skipped % RING_HOURS] = 0.0
+            self._newest_hour = hour
+        sums[hour % RING_HOURS] += count
 
     def day_over_day_sums(self, window_start: int, count: float) -> tuple[float, float] | None:
         """``(S, Y)`` of :meth:`day_over_day_score`, or ``None`` without a day of history."""
@@ -331,7 +347,6 @@ class KeyScorer:
         score = (x - base) / math.sqrt(max(self._var, base, params.variance_floor))
         if x > base:
             score = min(score, poisson_tail_z(x, max(base, params.mean_floor)))
-        slow = self.day_over_day_score(window_start, x, volume_ratio)
         basis: ScoreBasis = "window"
         transition: SurgeState | None = None
         if not self.in_surge:
@@ -339,7 +354,8 @@ class KeyScorer:
             # worth). The span may start a surge only while this window is itself above its
             # baseline: right after a one-minute burst the span still holds it, the window does not.
             large = count >= params.min_count
-            if slow is not None and x > base and slow[0] > score:
+            slow = self.day_over_day_score(window_start, x, volume_ratio) if x > base else None
+            if slow is not None and slow[0] > score:
                 score = slow[0]
                 basis = "day_over_day"
                 large = large or slow[1] >= SLOW_MIN_COUNT_WINDOWS * params.min_count
@@ -352,8 +368,10 @@ class KeyScorer:
             # A surge is judged to its end by the score that started it: a burst ends with its
             # windows, a slow ramp with its hours (one quiet window does not end it).
             basis = self._surge_basis
-            if basis == "day_over_day" and slow is not None:
-                score = slow[0]
+            if basis == "day_over_day":
+                slow = self.day_over_day_score(window_start, x, volume_ratio)
+                if slow is not None:
+                    score = slow[0]
             if score >= params.z_end:
                 self._calm_windows = 0
             else:
@@ -371,12 +389,7 @@ class KeyScorer:
         else:
             self._mean += self._alpha * d
             self._var = (1.0 - self._alpha) * (self._var + self._alpha * d * d)
-        hour = window_start // SECONDS_PER_HOUR
-        slot = hour % RING_HOURS
-        if self._hour_ids[slot] != hour:
-            self._hour_ids[slot] = hour
-            self._hour_sums[slot] = 0.0
-        self._hour_sums[slot] += x
+        self._add_to_hour(window_start // SECONDS_PER_HOUR, x)
         self.last_window_start = window_start
         self.last = Observation(window_start, count, base, score, transition, basis)
         return self.last

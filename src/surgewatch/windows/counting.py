@@ -152,11 +152,18 @@ class WindowStore:
             per_key = state.windows.pop(start)
             discount = state.discounts.pop(start, {})
             end = window_end_seconds(start, size)
-            closed.extend(
-                WindowCount(metric, key, start, end, count, min(discount.get(key, 0), count))
-                for key, count in sorted(per_key.items())
-                if count
-            )
+            if discount:
+                closed.extend(
+                    WindowCount(metric, key, start, end, count, min(discount.get(key, 0), count))
+                    for key, count in sorted(per_key.items())
+                    if count
+                )
+            else:
+                closed.extend(
+                    WindowCount(metric, key, start, end, count)
+                    for key, count in sorted(per_key.items())
+                    if count
+                )
         for start in [s for s in state.discounts if s + size <= state.closed_before]:
             del state.discounts[start]
         return closed
