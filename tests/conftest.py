@@ -27,3 +27,24 @@ def unique_name() -> Callable[[str], str]:
         return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
     return make
+
+
+@pytest.fixture
+def isolated_env(
+    broker: EmbeddedBroker, unique_name: Callable[[str], str]
+) -> Callable[[str], dict[str, str]]:
+    """Factory of ``SURGEWATCH_*`` environments on the session broker with topics no other test
+    uses: ``isolated_env("sw-it")`` -> broker, app id and every topic name."""
+
+    def make(app_prefix: str) -> dict[str, str]:
+        return {
+            "SURGEWATCH_BROKER": broker.url,
+            "SURGEWATCH_APP_ID": unique_name(app_prefix),
+            "SURGEWATCH_POSTS_TOPIC": unique_name("posts"),
+            "SURGEWATCH_SIGNUPS_TOPIC": unique_name("signups"),
+            "SURGEWATCH_DLQ_TOPIC": unique_name("dlq"),
+            "SURGEWATCH_WINDOW_COUNTS_TOPIC": unique_name("window-counts"),
+            "SURGEWATCH_SURGES_TOPIC": unique_name("surges"),
+        }
+
+    return make

@@ -154,17 +154,9 @@ async def _produce(bootstrap: str, topics: dict[str, str], events: list[Produced
 
 
 @pytest.fixture
-def pipeline_env(
-    broker: EmbeddedBroker, unique_name: Callable[[str], str], tmp_path: Path
-) -> Iterator[dict[str, str]]:
+def pipeline_env(isolated_env: Callable[[str], dict[str, str]]) -> Iterator[dict[str, str]]:
     yield {
-        "SURGEWATCH_BROKER": broker.url,
-        "SURGEWATCH_APP_ID": unique_name("sw-it"),
-        "SURGEWATCH_POSTS_TOPIC": unique_name("posts"),
-        "SURGEWATCH_SIGNUPS_TOPIC": unique_name("signups"),
-        "SURGEWATCH_DLQ_TOPIC": unique_name("dlq"),
-        "SURGEWATCH_WINDOW_COUNTS_TOPIC": unique_name("window-counts"),
-        "SURGEWATCH_SURGES_TOPIC": unique_name("surges"),
+        **isolated_env("sw-it"),
         "SURGEWATCH_PARTITIONS": str(PARTITIONS),
         "SURGEWATCH_WINDOW_SECONDS": str(WINDOW_SECONDS),
         "SURGEWATCH_GRACE_SECONDS": str(GRACE_SECONDS),

@@ -93,16 +93,10 @@ def watch(url: str, seen: Seen, done: Callable[[], bool]) -> None:
 
 
 def test_surges_and_trend_series_rise_and_fall_with_the_wave(
-    broker: EmbeddedBroker, unique_name: Callable[[str], str], tmp_path: Path
+    broker: EmbeddedBroker, isolated_env: Callable[[str], dict[str, str]], tmp_path: Path
 ) -> None:
     env = {
-        "SURGEWATCH_BROKER": broker.url,
-        "SURGEWATCH_APP_ID": unique_name("sw-trends"),
-        "SURGEWATCH_POSTS_TOPIC": unique_name("posts"),
-        "SURGEWATCH_SIGNUPS_TOPIC": unique_name("signups"),
-        "SURGEWATCH_DLQ_TOPIC": unique_name("dlq"),
-        "SURGEWATCH_WINDOW_COUNTS_TOPIC": unique_name("window-counts"),
-        "SURGEWATCH_SURGES_TOPIC": unique_name("surges"),
+        **isolated_env("sw-trends"),
         "SURGEWATCH_PARTITIONS": str(PARTITIONS),
         "SURGEWATCH_TOP_K": str(TOP_K),
     }
