@@ -7,13 +7,23 @@ DEBS   := prometheus prometheus-alertmanager
 
 .PHONY: setup debs demo test lint bench clean
 
-setup: $(STAMP) debs
+SCHEMA_TOOLS := tools/grafana-schema/node_modules/.package-lock.json
+
+setup: $(STAMP) debs $(SCHEMA_TOOLS)
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+# Node tooling that regenerates the committed dashboard schema (tools/grafana-schema); optional:
+# without npm the schema stays as committed and its regeneration test is skipped.
+$(SCHEMA_TOOLS): tools/grafana-schema/package-lock.json
+	@if command -v npm >/dev/null; then \
+	  (cd tools/grafana-schema && npm ci --no-audit --no-fund --silent) \
+	    || echo "npm ci failed in tools/grafana-schema: the dashboard schema stays as committed"; \
+	else echo "npm not found: the dashboard schema stays as committed"; fi
 
 # Debian packages, installed only when a binary is missing.
 debs:

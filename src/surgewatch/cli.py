@@ -203,5 +203,153 @@ def demo(scale: float, speed: float, hours: float, port: int, workdir: Path) -> 
     sys.exit(run_demo(scale=scale, speed=speed, hours=hours, port=port, workdir=workdir))
 
 
+@main.group()
+def dashboards() -> None:
+    """Grafana dashboards as code: build, check and push dashboards/*.json."""
+
+
+_DASHBOARDS_DIR = click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder of the dashboard files (default: the project's dashboards/).",
+)
+
+
+@dashboards.command("build")
+@_DASHBOARDS_DIR
+def dashboards_build(directory: Path | None) -> None:
+    """Write dashboards/*.json from code (deterministic: same code, same bytes)."""
+    from surgewatch.dashboards.build import default_dashboards_dir, write_all
+
+    try:
+        written = write_all(directory or default_dashboards_dir())
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {exc.filename}: {exc.strerror}") from None
+    for path in written:
+        click.echo(f"wrote {path}")
+
+
+@dashboards.command("check")
+@_DASHBOARDS_DIR
+@click.option(
+    "--schema",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="JSON schema of a dashboard (default: tools/grafana-schema/dashboard.schema.json).",
+)
+@click.option(
+    "--prometheus",
+    "prometheus_url",
+    metavar="URL",
+    default=None,
+    help="Also run every panel query against this Prometheus and report those without data.",
+)
+@click.option(
+    "--rate-interval",
+    default="1m",
+    show_default=True,
+    help="What $__rate_interval stands for in the --prometheus queries.",
+)
+def dashboards_check(
+    directory: Path | None, schema: Path | None, prometheus_url: str | None, rate_interval: str
+) -> None:
+    """Check dashboards/*.json: valid against the Grafana dashboard schema, equal to a fresh build,
+    and (with --prometheus) every panel query returns data.
+    """
+    from surgewatch.dashboards.build import (
+        DASHBOARDS,
+        DashboardCheckError,
+        check_files,
+        default_dashboards_dir,
+        default_schema_path,
+    )
+    from surgewatch.dashboards.queries import PrometheusError, panel_queries, run_queries
+
+    if prometheus_url is not None and not prometheus_url.startswith(("http://", "https://")):
+        raise click.BadParameter(
+            f"{prometheus_url!r} is not an http:// URL (e.g. http://127.0.0.1:9090)",
+            param_hint="--prometheus",
+        )
+    folder = directory or default_dashboards_dir()
+    try:
+        problems = check_files(folder, schema or default_schema_path())
+    except DashboardCheckError as exc:
+        raise click.ClickException(str(exc)) from None
+    if problems:
+        extra = len(problems) - 1
+        more = f" (+{extra} more problem{'s' if extra > 1 else ''})" if extra else ""
+        raise click.ClickException(problems[0] + more)
+    click.echo(f"dashboards in {folder} are valid and up to date")
+    if prometheus_url is None:
+        return
+    queries = [
+        (f"{Path(name).stem} / {title}", expr)
+        for name in DASHBOARDS
+        for title, expr in panel_queries(folder / name, rate_interval=rate_interval)
+    ]
+    try:
+        outcomes = run_queries(prometheus_url, queries)
+    except PrometheusError as exc:
+        raise click.ClickException(str(exc)) from None
+    empty = [outcome for outcome in outcomes if not outcome.has_data]
+    for outcome in empty:
+        why = outcome.error or "no data"
+        click.echo(f"{why}: {outcome.title}: {outcome.expr}", err=True)
+    if empty:
+        raise click.ClickException(
+            f"{len(empty)} of {len(outcomes)} panel queries returned no data from {prometheus_url}"
+        )
+    click.echo(f"all {len(outcomes)} panel queries returned data from {prometheus_url}")
+
+
+@dashboards.command("push")
+@_DASHBOARDS_DIR
+@click.option(
+    "--url",
+    envvar="GRAFANA_URL",
+    metavar="URL",
+    default=None,
+    help="Grafana to push to, e.g. http://localhost:3000 (default: $GRAFANA_URL).",
+)
+def dashboards_push(directory: Path | None, url: str | None) -> None:
+    """Upload dashboards/*.json to Grafana (folder "surgewatch", overwriting).
+
+    The API token comes from $GRAFANA_TOKEN only (a service account token with the Editor role);
+    it is never printed.
+    """
+    import json
+    import os
+
+    from surgewatch.dashboards.build import DASHBOARDS, default_dashboards_dir
+    from surgewatch.dashboards.push import PushError, push_dashboards
+
+    if not url:
+        raise click.UsageError("set GRAFANA_URL (or --url), e.g. http://localhost:3000")
+    token = os.environ.get("GRAFANA_TOKEN", "")
+    if not token:
+        raise click.UsageError("set GRAFANA_TOKEN to a Grafana service account token")
+    folder = directory or default_dashboards_dir()
+    models = []
+    for name in DASHBOARDS:
+        path = folder / name
+        try:
+            models.append(json.loads(path.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            raise click.ClickException(
+                f"{path} is missing: run `surgewatch dashboards build`"
+            ) from None
+        except ValueError as exc:
+            raise click.ClickException(f"{path} is not JSON: {exc}") from None
+    try:
+        pushed = push_dashboards(url, token, models)
+    except PushError as exc:
+        raise click.ClickException(str(exc)) from None
+    for item in pushed:
+        version = f" (version {item.version})" if item.version is not None else ""
+        click.echo(f"pushed {item.uid} to folder surgewatch: {item.url}{version}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
