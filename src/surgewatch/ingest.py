@@ -235,10 +235,10 @@ class StreamIngest:
                         origin = start
                 per_key, current_start = found, start
                 if posts:
-                    # Windows ahead of the clock get no sketch: a forged future time cannot
-                    # make one per window of the next day.
+                    # Windows far ahead of the clock get no sketch: a forged future time cannot
+                    # make one per window of the next day (a producer clock a little ahead can).
                     sketch = pairs.get(start)
-                    if sketch is None and start <= now_seconds:
+                    if sketch is None and start <= now_seconds + size + grace:
                         sketch = pairs[start] = new_sketch(HEAVY_PAIRS_LG_MAP_SIZE)
             if posts:
                 tags = event.hashtags  # type: ignore[union-attr]
@@ -325,12 +325,22 @@ class StreamIngest:
                         (owner, self._partial(partition, held_back, routed[owner], first_offset))
                     )
                     routed[owner], sizes[owner] = [], 0
-        for dest, counts in enumerate(routed):
-            partial = self._partial(partition, watermark, counts, first_offset, last_offset)
-            out.append((dest, partial))
+        # Discounts ride in pieces of their own when large (one account with many long tags): any
+        # piece before the window closes will do, and none may exceed the size limit.
+        routed_discounts: list[list[tuple[str, int, int]]] = [[] for _ in range(n)]
         for tag, start, excess in discounts:
             owner = owner_partition(metric, tag, n)
-            out[len(out) - n + owner][1].discounts.append((tag, start, excess))
+            routed_discounts[owner].append((tag, start, excess))
+            sizes[owner] += len(tag) * 4 + PARTIAL_ENTRY_OVERHEAD_BYTES
+            if sizes[owner] >= MAX_PARTIAL_BYTES:
+                piece = self._partial(partition, held_back, routed[owner], first_offset)
+                piece.discounts.extend(routed_discounts[owner])
+                out.append((owner, piece))
+                routed[owner], routed_discounts[owner], sizes[owner] = [], [], 0
+        for dest, counts in enumerate(routed):
+            partial = self._partial(partition, watermark, counts, first_offset, last_offset)
+            partial.discounts.extend(routed_discounts[dest])
+            out.append((dest, partial))
         return out
 
     def _discounts(self, partition: int, watermark: float) -> list[tuple[str, int, int]]:

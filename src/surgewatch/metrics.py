@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -12,26 +11,10 @@ from prometheus_client.registry import Collector
 from surgewatch.events.countries import ISO_ALPHA2, UNKNOWN_COUNTRY
 from surgewatch.events.model import Reason
 from surgewatch.ingest import LAG_BUCKETS_SECONDS, METRIC_OF_STREAM, STREAMS, BatchOutcome
+from surgewatch.labels import MAX_LABEL_CHARS, hashtag_label
 from surgewatch.trends.aggregate import TrendView
 
-#: Longest hashtag label value; longer tags are cut and keep a checksum, so two stay distinct.
-MAX_LABEL_CHARS = 120
-
-
-def hashtag_label(tag: str) -> str:
-    """A hashtag as a label value: text the exposition format can carry, of bounded length.
-
-    Quotes, backslashes and newlines are escaped by the exposition itself; what it cannot encode
-    (a lone surrogate) is written as a backslash escape, and a very long tag is shortened.
-    """
-    try:
-        tag.encode()
-    except UnicodeEncodeError:
-        tag = tag.encode("utf-8", "backslashreplace").decode()
-    if len(tag) > MAX_LABEL_CHARS:
-        checksum = zlib.crc32(tag.encode())
-        tag = f"{tag[: MAX_LABEL_CHARS - 10]}…{checksum:08x}"
-    return tag
+__all__ = ["MAX_LABEL_CHARS", "LagHistogram", "Metrics", "TrendCollector", "hashtag_label"]
 
 
 class TrendCollector(Collector):

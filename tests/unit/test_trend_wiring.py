@@ -499,15 +499,21 @@ def test_trend_count_not_count_is_scored() -> None:
     assert [e.state for e in run(discount=0)] == ["start", "end"]
 
 
-def test_warm_up_is_dated_from_the_streams_origin() -> None:
+def test_warm_up_is_dated_from_the_streams_origin_only_when_starting_with_the_stream() -> None:
     burst = {"new": 200, "old": 2}
     # Seen from its first window, the detector warms up: no start.
     trends = PartitionTrends(SurgeParams(), top_k=3)
     assert trends.close(HASHTAGS, windows_of(HASHTAGS, T0 + 600, burst))[0] == []
-    # The stream began ten windows earlier (other partitions counted since): warm-up is over.
+    # It began with the stream (first window five windows after the origin, within the warm-up):
+    # the warm-up is dated from the origin and is over ten windows after it.
     trends = PartitionTrends(SurgeParams(), top_k=3)
+    assert trends.close(HASHTAGS, windows_of(HASHTAGS, T0 + 300, {"old": 2}), origin=T0)[0] == []
     found, _ = trends.close(HASHTAGS, windows_of(HASHTAGS, T0 + 600, burst), origin=T0)
     assert [(s.event.key, s.event.state) for s in found] == [("new", "start")]
+    # Made mid-stream (a partition that changed owner): it saw no history, so it warms up on its
+    # own windows instead of judging every key new.
+    trends = PartitionTrends(SurgeParams(), top_k=3)
+    assert trends.close(HASHTAGS, windows_of(HASHTAGS, T0 + 3600, burst), origin=T0)[0] == []
 
 
 @given(

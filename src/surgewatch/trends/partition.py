@@ -17,11 +17,12 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
+from surgewatch.labels import hashtag_label
 from surgewatch.trends.surge import SurgeDetector, SurgeEvent, SurgeParams
 from surgewatch.trends.topk import top_of_window
 from surgewatch.windows.counting import WindowCount
@@ -153,11 +154,16 @@ class PartitionTrends:
         ``origin`` is the stream's first window (warm-up is dated from it).
         """
         detector = self.detectors[metric]
-        if origin is not None:
-            detector.set_origin(origin)
         by_window: dict[int, list[WindowCount]] = {}
         for window in closed:
             by_window.setdefault(window.window_start, []).append(window)
+        if origin is not None and by_window and detector.last_window_start is None:
+            # Date the warm-up from the stream's first window only when this detector starts with
+            # the stream; one made mid-stream (a partition that changed owner, a restart) saw no
+            # history and warms up on its own windows, instead of judging every key new.
+            first = min(by_window)
+            if first - origin < detector.params.warmup_windows * detector.params.window_seconds:
+                detector.set_origin(origin)
         surges: list[Surge] = []
         summaries: list[WindowSummary] = []
         for start in sorted(by_window):
@@ -166,7 +172,21 @@ class PartitionTrends:
                 continue  # already scored (cannot happen in a steady run)
             windows = by_window[start]
             events = detector.observe_through(start, {w.key: w.trend_count for w in windows})
-            surges.extend(Surge(metric, event) for event in events)
+            # The record's count is the published window count; the score judged the trend count.
+            published = {w.key: w.count for w in windows}
+            surges.extend(
+                Surge(
+                    metric,
+                    replace(
+                        event,
+                        trend_count=event.count,
+                        count=published.get(event.key, 0)
+                        if event.window_start == start
+                        else event.count,
+                    ),
+                )
+                for event in events
+            )
             summaries.append(self._summary(metric, start, windows, detector))
         return surges, summaries
 
@@ -182,8 +202,13 @@ class PartitionTrends:
 
         counts = {w.key: w.count for w in windows}
         if metric == HASHTAGS:
-            top = tuple(top_of_window(counts, self.top_k))
-            surging = [trend(key, counts.get(key, 0)) for key in detector.surging]
+            # Hashtags travel as the label /metrics will show (bounded length), so a summary of
+            # TOP_K very long tags stays far below a broker's message limit.
+            top = tuple((hashtag_label(k), c) for k, c in top_of_window(counts, self.top_k))
+            surging = [
+                replace(trend(key, counts.get(key, 0)), key=hashtag_label(key))
+                for key in detector.surging
+            ]
             return WindowSummary(metric, start, top, tuple(top_surging(surging, self.top_k)))
         keys = set(counts) | detector.surging
         return WindowSummary(

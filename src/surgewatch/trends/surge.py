@@ -148,6 +148,12 @@ class SurgeParams:
         return 1.0 - math.pow(2.0, -1.0 / self.half_life_windows)
 
     @property
+    def hourly(self) -> bool:
+        """Windows fit in an hour, so per-hour history (diurnal, day-over-day) means something;
+        with longer windows the scorer uses the EWMA baseline alone."""
+        return self.window_seconds <= SECONDS_PER_HOUR
+
+    @property
     def windows_per_hour(self) -> float:
         """Windows in one event-time hour (a window is filed under the hour it starts in)."""
         return SECONDS_PER_HOUR / self.window_seconds
@@ -164,9 +170,12 @@ class SurgeEvent:
     baseline: float
     score: float
     basis: ScoreBasis = "window"
+    #: What the score judged, when it differs from ``count`` (posts over the per-account cap).
+    trend_count: int | None = None
 
     def as_dict(self, metric: str) -> dict[str, object]:
-        """The record value on the surges topic (the contract's fields, plus ``basis``)."""
+        """The record value on the surges topic: the contract's fields, plus ``basis`` and
+        ``trend_count`` (``count`` less the posts over the per-account cap)."""
         return {
             "metric": metric,
             "key": self.key,
@@ -176,6 +185,7 @@ class SurgeEvent:
             "baseline": self.baseline,
             "score": self.score,
             "basis": self.basis,
+            "trend_count": self.count if self.trend_count is None else self.trend_count,
         }
 
 
@@ -255,7 +265,7 @@ class KeyScorer:
 
         ``volume_ratio`` scales yesterday's level by the metric's growth since (hashtags).
         """
-        weight = self.params.diurnal_weight
+        weight = self.params.diurnal_weight if self.params.hourly else 0.0
         hour = window_start // SECONDS_PER_HOUR
         yesterday = hour - HOURS_PER_DAY
         if weight == 0.0 or self.first_window_start > yesterday * SECONDS_PER_HOUR:
@@ -285,6 +295,8 @@ class KeyScorer:
 
     def day_over_day_sums(self, window_start: int, count: float) -> tuple[float, float] | None:
         """``(S, Y)`` of :meth:`day_over_day_score`, or ``None`` without a day of history."""
+        if not self.params.hourly:
+            return None
         hour = window_start // SECONDS_PER_HOUR
         if self.first_window_start > (hour - HOURS_PER_DAY - 1) * SECONDS_PER_HOUR:
             return None
@@ -496,9 +508,11 @@ class SurgeDetector:
                     else KeyScorer(params, self._first_window_start)
                 )
                 self._keys[key] = scorer
-                if len(self._keys) > params.max_keys:
-                    self._evict_oldest(events)
             self._observe(key, scorer, window_start, counts[key], warming, events, ratio)
+        # Evict only after the window is scored: the least recently observed keys go first, and a
+        # key of this window can never be reset half-way through it.
+        while len(self._keys) > params.max_keys:
+            self._evict_oldest(events)
         return events
 
     def _volume_ratio(self, window_start: int, counts: Mapping[str, int]) -> float:
