@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import signal
@@ -21,6 +22,12 @@ from surgewatch.broker import EmbeddedBroker, free_port, port_in_use
 from surgewatch.config import load_settings
 from surgewatch.eventfile import EventRecord, write_events
 from surgewatch.events.timestamps import parse_ts
+from surgewatch.monitoring import (
+    AlertmanagerProcess,
+    PrometheusProcess,
+    WebhookReceiver,
+    monitoring_available,
+)
 from surgewatch.processes import WorkerProcess
 from surgewatch.scrape import sample, sample_sum
 from surgewatch.simulate.scenarios import DEFAULT_START, simulate, wave_onset
@@ -196,6 +203,46 @@ def _interrupt(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def _start_monitoring(
+    stack: contextlib.ExitStack, worker: WorkerProcess, workdir: Path, console: Console
+) -> WebhookReceiver | None:
+    """Prometheus (with the project's rules) and Alertmanager, when installed; their URLs."""
+    if not monitoring_available():
+        console.print("Prometheus/Alertmanager not installed (make setup): no alerts in this run")
+        return None
+    webhook = stack.enter_context(WebhookReceiver())
+    alertmanager = stack.enter_context(AlertmanagerProcess(workdir / "alertmanager", webhook.url))
+    prometheus = stack.enter_context(
+        PrometheusProcess(
+            workdir / "prometheus", [f"127.0.0.1:{worker.web_port}"], alertmanager.url
+        )
+    )
+    console.print(
+        f"prometheus: {prometheus.url}/classic/alerts (SignupSurge fires a minute after the wave)"
+    )
+    console.print(f"            {prometheus.url}/classic/graph?g0.expr=surgewatch_signups_window")
+    console.print(f"alertmanager: {alertmanager.url}/#/alerts; notifications to {webhook.url}")
+    return webhook
+
+
+def _print_alerts(webhook: WebhookReceiver, console: Console) -> None:
+    """The alerts Alertmanager delivered during the run, first notification of each."""
+    seen: set[tuple[str, str, str]] = set()
+    for alert in webhook.alerts():
+        labels = alert.get("labels", {})
+        key = (
+            str(labels.get("alertname")),
+            str(labels.get("country") or labels.get("hashtag") or ""),
+            str(alert.get("status")),
+        )
+        if key in seen:
+            continue
+        seen.add(key)
+        console.print(f"alert {key[2]}: {key[0]} {key[1]} ({labels.get('severity', '')})".rstrip())
+    if not seen:
+        console.print("no alert reached the webhook")
+
+
 def run_demo(scale: float, speed: float, hours: float, port: int, workdir: Path) -> int:
     """Run the demo to the end of the replay or Ctrl-C; stops everything it started."""
     # SIGTERM and a closed terminal stop the demo as cleanly as Ctrl-C does.
@@ -219,15 +266,20 @@ def run_demo(scale: float, speed: float, hours: float, port: int, workdir: Path)
         with EmbeddedBroker("127.0.0.1", port, log_path=workdir / "broker.log") as broker:
             console.print(f"broker: {broker.url} (embedded tansu, memory storage)")
             worker = WorkerProcess(env, web_port, workdir / "worker.log")
-            try:
-                worker.start()
-                console.print(
-                    f"worker: metrics at {worker.metrics_url}, log in {workdir / 'worker.log'}"
-                )
-                asyncio.run(_show(env, worker, events_file, speed, console))
-            finally:
-                worker.stop()
+            with contextlib.ExitStack() as monitoring:
+                try:
+                    worker.start()
+                    console.print(
+                        f"worker: metrics at {worker.metrics_url}, log in {workdir / 'worker.log'}"
+                    )
+                    webhook = _start_monitoring(monitoring, worker, workdir, console)
+                    asyncio.run(_show(env, worker, events_file, speed, console))
+                    if webhook is not None:
+                        _print_alerts(webhook, console)
+                finally:
+                    monitoring.close()
+                    worker.stop()
     except KeyboardInterrupt:
         console.print("interrupted")
-    console.print("stopped the worker and the broker")
+    console.print("stopped the worker and the broker (and Prometheus and Alertmanager)")
     return 0

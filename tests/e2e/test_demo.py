@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from surgewatch.broker import free_port, port_in_use
+from surgewatch.monitoring import monitoring_available
 from surgewatch.testing import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -56,6 +58,9 @@ def test_demo_counts_the_wave_and_stops_everything(tmp_path: Path) -> None:
     assert f"http://127.0.0.1:{web_port}/metrics" in output
     assert "#tiktokrefugee" in output
     assert "US" in output
+    if monitoring_available():
+        assert re.search(r"prometheus: http://127\.0\.0\.1:\d+/classic/alerts", output)
+        assert "alertmanager: http://127.0.0.1:" in output
     assert not port_in_use("127.0.0.1", broker_port)
     assert not port_in_use("127.0.0.1", web_port)
 
