@@ -197,7 +197,8 @@ def top(urls: tuple[str, ...], web_port: int | None, interval: float, once: bool
 @click.option("--port", type=click.IntRange(1, 65535), default=9092, show_default=True)
 @click.option("--workdir", type=click.Path(path_type=Path), default=Path(".surgewatch/demo"))
 def demo(scale: float, speed: float, hours: float, port: int, workdir: Path) -> None:
-    """The main job on embedded defaults: broker, worker and a replayed rednote-2025 surge."""
+    """The main job on embedded defaults: broker, worker, Prometheus and Alertmanager (when
+    installed) and a replayed rednote-2025 surge, with a live view; Ctrl-C stops it all."""
     from surgewatch.demo import run_demo
 
     sys.exit(run_demo(scale=scale, speed=speed, hours=hours, port=port, workdir=workdir))
