@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from surgewatch.broker import free_port
-from surgewatch.processes import Supervised, die_with_parent, terminate, wait_for
+from surgewatch.processes import Supervised, spawn, terminate, wait_for
 
 #: The repository's deploy folder (rules and Alertmanager routing).
 DEPLOY_DIR = Path(__file__).resolve().parents[2] / "deploy"
@@ -154,15 +154,7 @@ class _Server(Supervised):
 
     def _run(self, argv: list[str], ready_path: str) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        log = open(self.workdir / f"{self.name}.log", "ab")  # noqa: SIM115 - closed below
-        self.process = subprocess.Popen(
-            argv,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            preexec_fn=die_with_parent,
-        )
-        log.close()
+        self.process = spawn(argv, self.workdir / f"{self.name}.log")
 
         def ready() -> bool:
             if self.process is None or self.process.poll() is not None:

@@ -26,6 +26,21 @@ def die_with_parent() -> None:
         pass
 
 
+def spawn(
+    argv: list[str], log_path: Path, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` with its output appended to ``log_path``; it dies with this process."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            argv,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
+        )
+
+
 def wait_for(
     condition: Callable[[], Any],
     timeout_seconds: float,
@@ -96,16 +111,11 @@ class WorkerProcess(Supervised):
 
     def start(self, ready_timeout_seconds: float = 60.0) -> None:
         """Start the worker and wait until ``/metrics`` answers."""
-        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
-        self.process = subprocess.Popen(
+        self.process = spawn(
             [sys.executable, "-m", "surgewatch", "worker", "--loglevel", "warn"],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            preexec_fn=die_with_parent,
+            self.log_path,
+            self.env,
         )
-        log.close()
 
         def ready() -> bool:
             if self.process is None or self.process.poll() is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from grafana_foundation_sdk.builders import bargauge, common, prometheus, stat, timeseries
 from grafana_foundation_sdk.builders import dashboard as dash
@@ -176,6 +177,16 @@ def time_series(
             .sort(common_model.SortOrder.DESCENDING)
         )
     )
+    return _with_queries(panel, queries, links)
+
+
+PanelT = TypeVar("PanelT", timeseries.Panel, stat.Panel, bargauge.Panel)
+
+
+def _with_queries(
+    panel: PanelT, queries: Sequence[Query], links: Sequence[dash.DashboardLink]
+) -> PanelT:
+    """The panel with its targets and data links."""
     for target in _targets(queries):
         panel = panel.with_target(target)
     if links:
@@ -208,11 +219,7 @@ def single_stat(
         .color_mode(common_model.BigValueColorMode.VALUE)
         .reduce_options(common.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
     )
-    for target in _targets([query]):
-        panel = panel.with_target(target)
-    if links:
-        panel = panel.data_links(list(links))
-    return panel
+    return _with_queries(panel, [query], links)
 
 
 def bar_gauge(
@@ -242,11 +249,7 @@ def bar_gauge(
         .show_unfilled(True)
         .reduce_options(common.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
     )
-    for target in _targets([query]):
-        panel = panel.with_target(target)
-    if links:
-        panel = panel.data_links(list(links))
-    return panel
+    return _with_queries(panel, [query], links)
 
 
 def row(title: str) -> dash.Row:
