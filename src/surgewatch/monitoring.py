@@ -216,11 +216,17 @@ class PrometheusProcess(_Server):
     name = "prometheus"
 
     def __init__(
-        self, workdir: Path, worker_targets: Sequence[str], alertmanager_url: str | None = None
+        self,
+        workdir: Path,
+        worker_targets: Sequence[str],
+        alertmanager_url: str | None = None,
+        tsdb_dir: Path | None = None,
     ) -> None:
+        """``tsdb_dir``: serve an existing TSDB (e.g. backfilled blocks) and keep all of it."""
         super().__init__(workdir)
         self.worker_targets = list(worker_targets)
         self.alertmanager_url = alertmanager_url
+        self.tsdb_dir = tsdb_dir
 
     def start(self) -> None:
         binary = shutil.which(PROMETHEUS_BIN)
@@ -238,7 +244,9 @@ class PrometheusProcess(_Server):
             [
                 binary,
                 f"--config.file={config}",
-                f"--storage.tsdb.path={self.workdir / 'data'}",
+                f"--storage.tsdb.path={self.tsdb_dir or self.workdir / 'data'}",
+                # Backfilled history is years old: time-based retention must not drop it.
+                "--storage.tsdb.retention.time=100y",
                 f"--web.listen-address=127.0.0.1:{self.port}",
                 "--rules.alert.resend-delay=1s",
                 "--web.enable-lifecycle",
@@ -246,9 +254,22 @@ class PrometheusProcess(_Server):
             "/-/ready",
         )
 
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        """The result of an instant query (raises on a query error)."""
-        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
+        """The result of an instant query, now or at ``at`` (raises on a query error)."""
+        params = {"query": expr} if at is None else {"query": expr, "time": repr(at)}
+        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode(params)
+        body = _read_json(url)
+        if body.get("status") != "success":
+            raise RuntimeError(f"query {expr!r} failed: {body}")
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
+
+    def query_range(
+        self, expr: str, start: float, end: float, step_seconds: float
+    ) -> list[dict[str, Any]]:
+        """The result of a range query (raises on a query error)."""
+        params = {"query": expr, "start": repr(start), "end": repr(end), "step": repr(step_seconds)}
+        url = f"{self.url}/api/v1/query_range?" + urllib.parse.urlencode(params)
         body = _read_json(url)
         if body.get("status") != "success":
             raise RuntimeError(f"query {expr!r} failed: {body}")

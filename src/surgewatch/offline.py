@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from surgewatch.config import Settings
 from surgewatch.downstream import Downstream, surge_params
 from surgewatch.eventfile import EventRecord
-from surgewatch.ingest import STREAMS, Partial, StreamIngest
+from surgewatch.events.timestamps import parse_ts
+from surgewatch.ingest import END_OF_TIME, STREAMS, BatchOutcome, Partial, StreamIngest
 from surgewatch.partitioner import KafkaPartitioner
 from surgewatch.trends.aggregate import TrendAggregator, TrendView
 from surgewatch.trends.partition import Surge
@@ -48,9 +49,20 @@ class OfflineResult:
 class OfflinePipeline:
     """Feed :class:`EventRecord`s with :meth:`add`, then :meth:`finish` to close every window."""
 
-    def __init__(self, settings: Settings, now: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        now: Callable[[], float] = time.time,
+        *,
+        batch_per_window: bool = False,
+    ) -> None:
+        """``batch_per_window``: hand ingest one batch per input partition and event-time window
+        (instead of every :data:`BATCH_EVENTS`), so :attr:`on_batch` sees time advance window by
+        window; the results are the same."""
         self.settings = settings
         self.now = now
+        self.batch_per_window = batch_per_window
+        self._batch_window: dict[tuple[str, int], int] = {}
         n = settings.partitions
         self.topic_of = {"posts": settings.posts_topic, "signups": settings.signups_topic}
         self.partitioner = KafkaPartitioner(
@@ -76,6 +88,8 @@ class OfflinePipeline:
         ]
         self.aggregator = TrendAggregator(params, settings.top_k)
         self.result = OfflineResult(totals={stream: StreamTotals() for stream in STREAMS})
+        #: Called with ``(stream, outcome, input partition watermark)`` after each ingest batch.
+        self.on_batch: Callable[[str, BatchOutcome, float], None] | None = None
         self._buffers: dict[tuple[str, int], list[bytes]] = {}
         self._offsets: dict[tuple[str, int], int] = {}
 
@@ -83,7 +97,15 @@ class OfflinePipeline:
         """One input record, placed on the partition a producer would pick."""
         stream = record.stream
         partition = self.partitioner.partition(self.topic_of[stream], record.key_bytes())
-        buffer = self._buffers.setdefault((stream, partition), [])
+        slot = (stream, partition)
+        if self.batch_per_window and isinstance(record.value, dict):
+            seconds = parse_ts(record.value.get("ts"), END_OF_TIME)
+            if seconds is not None:
+                window = int(seconds // self.settings.window_seconds)
+                if window != self._batch_window.get(slot, window) and slot in self._buffers:
+                    self._process(stream, partition)
+                self._batch_window[slot] = window
+        buffer = self._buffers.setdefault(slot, [])
         buffer.append(record.value_bytes())
         if len(buffer) >= BATCH_EVENTS:
             self._process(stream, partition)
@@ -100,6 +122,9 @@ class OfflinePipeline:
         outcome, partials = self.ingests[stream].process(
             partition, values, first, first + len(values) - 1, None, self.now()
         )
+        if self.on_batch is not None:
+            clock = self.ingests[stream].watermarks.partitions[partition]
+            self.on_batch(stream, outcome, clock.watermark_seconds)
         totals = self.result.totals[stream]
         totals.received += outcome.received
         totals.counted += outcome.counted

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +71,8 @@ class TrendAggregator:
         self._pending = {metric: _Pending() for metric in TREND_METRICS}
         self.all_signups = SurgeDetector(params)
         self.view = TrendView()
+        #: Called with ``(metric, view)`` each time a window of ``metric`` completes (offline).
+        self.on_window: Callable[[str, TrendView], None] | None = None
 
     def add(self, message: SummaryMessage) -> list[Surge]:
         """Take one partition's message; return the all-signups surges of windows it completed."""
@@ -108,6 +111,8 @@ class TrendAggregator:
                 self._hashtags(start, parts)
             else:
                 surges.extend(self._signups(start, parts))
+            if self.on_window is not None:
+                self.on_window(metric, self.view)
         return surges
 
     def _hashtags(self, start: int, parts: list[WindowSummary]) -> None:
