@@ -1,0 +1,75 @@
+"""History benchmark: replay of an event file at --max-speed, and backfill of the same file.
+
+Simulates ``rednote-2025`` to a file of about N events (default 1,000,000), replays it into the
+embedded broker as fast as the broker takes it, then backfills it (offline windows and scores,
+OpenMetrics, ``promtool tsdb create-blocks-from openmetrics``). Prints a JSON line last.
+Goals from the issue: replay >= 100k events/s, backfill >= 200k events/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from surgewatch.backfill import compute_openmetrics, create_blocks
+from surgewatch.broker import EmbeddedBroker, free_port
+from surgewatch.config import load_settings
+from surgewatch.eventfile import write_events
+from surgewatch.replay import replay
+from surgewatch.simulate.scenarios import simulate
+
+#: rednote-2025 over 72 h makes about 15.6 M events at scale 1.
+EVENTS_PER_SCALE_72H = 15_600_000
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    args = parser.parse_args()
+    scale = args.events / EVENTS_PER_SCALE_72H
+    with tempfile.TemporaryDirectory(prefix="surgewatch-history-") as tmp:
+        workdir = Path(tmp)
+        path = workdir / "wave.jsonl"
+        started = time.monotonic()
+        count = write_events(path, simulate("rednote-2025", scale=scale, hours=72))
+        print(f"simulated {count:,} events in {time.monotonic() - started:.1f} s", file=sys.stderr)
+
+        with EmbeddedBroker("127.0.0.1", free_port(), log_path=workdir / "tansu.log") as broker:
+            settings = load_settings(broker=broker.url)
+            stats = asyncio.run(replay([str(path)], settings, speed=None, progress=False))
+        print(f"replay: {stats.events:,} events at {stats.events_per_s:,.0f}/s", file=sys.stderr)
+
+        settings = load_settings()
+        om = compute_openmetrics([str(path)], settings, workdir / "backfill.om")
+        started = time.monotonic()
+        blocks = create_blocks(om.openmetrics, workdir / "tsdb")
+        promtool_seconds = time.monotonic() - started
+        total = om.seconds + promtool_seconds
+        print(
+            f"backfill: {om.events:,} events, windows and scores in {om.seconds:.1f} s"
+            f" ({om.events_per_s:,.0f}/s), {om.samples:,} samples, promtool"
+            f" {promtool_seconds:.1f} s, {len(blocks)} blocks",
+            file=sys.stderr,
+        )
+        print(
+            json.dumps(
+                {
+                    "events": count,
+                    "replay_events_per_s": round(stats.events_per_s),
+                    "backfill_events_per_s": round(om.events / total),
+                    "backfill_compute_events_per_s": round(om.events_per_s),
+                    "backfill_samples": om.samples,
+                    "promtool_seconds": round(promtool_seconds, 1),
+                }
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
