@@ -33,6 +33,11 @@ debs:
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(DEBS); \
 	fi
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  echo "installing chromium (renders reports in tests) ..."; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium; \
+	fi
 
 demo: setup
 	$(VENV)/bin/surgewatch demo

@@ -109,14 +109,54 @@ def simulate(
         raise click.ClickException(f"cannot write {out}: {exc.strerror or exc}") from None
 
 
+def _iso_flag(value: str, flag: str) -> datetime:
+    """``_iso`` for a flag, failing in one line (no usage text) that names the flag."""
+    try:
+        return _iso(value)
+    except click.BadParameter as exc:
+        raise click.ClickException(f"{flag}: {exc.message}") from None
+
+
+def _count_by_stream(by_stream: dict[str, int]) -> str:
+    return ", ".join(f"{stream} {count:,}" for stream, count in by_stream.items())
+
+
 @main.command()
 @click.argument("files", nargs=-1, required=True)
-@click.option("--speed", type=click.FloatRange(min=0, min_open=True), default=None)
+@click.option(
+    "--speed",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Pace on event time: 60 plays an hour in a minute.",
+)
 @click.option("--max-speed", is_flag=True, help="Produce as fast as the broker takes it.")
-def replay(files: tuple[str, ...], speed: float | None, max_speed: bool) -> None:
-    """Produce recorded event files into the input topics, keeping each event's own time.
+@click.option(
+    "--from",
+    "since",
+    metavar="ISO",
+    default=None,
+    help="Only events at or after this time (their own ts, before any rebase), "
+    "e.g. 2025-01-13T15:00Z.",
+)
+@click.option("--until", metavar="ISO", default=None, help="Only events before this time.")
+@click.option(
+    "--rebase-to-now",
+    is_flag=True,
+    help="Shift every event time by one offset so the first event plays as now "
+    "(for demos and alert tests); each ts keeps its format.",
+)
+def replay(
+    files: tuple[str, ...],
+    speed: float | None,
+    max_speed: bool,
+    since: str | None,
+    until: str | None,
+    rebase_to_now: bool,
+) -> None:
+    """Produce recorded event files (- for stdin) into the input topics, keeping each event's time.
 
-    --speed 60 plays one hour of event time in one minute; the default is --max-speed.
+    --speed 60 plays one hour of event time in one minute; the default is --max-speed. Bad lines
+    are named with their file and line number, counted and skipped.
     """
     from surgewatch.eventfile import EventFileError
     from surgewatch.replay import ReplayError
@@ -124,18 +164,129 @@ def replay(files: tuple[str, ...], speed: float | None, max_speed: bool) -> None
 
     if speed is not None and max_speed:
         raise click.UsageError("give either --speed or --max-speed, not both")
+    since_time = None if since is None else _iso_flag(since, "--from")
+    until_time = None if until is None else _iso_flag(until, "--until")
+    if since_time is not None and until_time is not None and since_time >= until_time:
+        raise click.ClickException(f"--from {since} must be before --until {until}")
     settings = _settings()
     try:
-        stats = asyncio.run(run_replay(list(files), settings, speed=speed, progress=True))
+        stats = asyncio.run(
+            run_replay(
+                list(files),
+                settings,
+                speed=speed,
+                progress=True,
+                since=since_time,
+                until=until_time,
+                rebase_to_now=rebase_to_now,
+            )
+        )
     except (ReplayError, EventFileError) as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(
             f"cannot read {exc.filename or 'input'}: {exc.strerror}"
         ) from None
+    extras = []
+    if since_time is not None or until_time is not None:
+        extras.append(f"{stats.outside_range:,} outside --from/--until")
+    if rebase_to_now:
+        extras.append(f"event times shifted by {stats.rebase_seconds:+,} s")
     click.echo(
-        f"replayed {stats.events} events in {stats.seconds:.1f} s "
-        f"({stats.events_per_s:,.0f}/s), {stats.rejected_lines} unreadable lines skipped"
+        f"replayed {stats.events:,} events ({_count_by_stream(stats.by_stream)}) in "
+        f"{stats.seconds:.1f} s ({stats.events_per_s:,.0f}/s); "
+        + "; ".join([f"{stats.rejected_lines:,} unreadable lines skipped", *extras])
+    )
+
+
+@main.command()
+@click.option(
+    "--since", required=True, metavar="ISO", help="First event time, e.g. 2025-01-13T15:00Z."
+)
+@click.option("--until", required=True, metavar="ISO", help="End of the range (excluded).")
+@click.option(
+    "--out",
+    "out",
+    metavar="FILE",
+    required=True,
+    help="Event file to write (.jsonl, .jsonl.gz, or - for stdout).",
+)
+def archive(since: str, until: str, out: str) -> None:
+    """Write the input topics' events with an event time in [--since, --until) to an event file.
+
+    Reads without a consumer group (the workers' offsets are untouched), seeking by timestamp where
+    the broker supports it; the file replays with `surgewatch replay`.
+    """
+    from surgewatch.archive import ArchiveError
+    from surgewatch.archive import archive as run_archive
+
+    since_time = _iso_flag(since, "--since")
+    until_time = _iso_flag(until, "--until")
+    if since_time >= until_time:
+        raise click.ClickException(f"--since {since} must be before --until {until}")
+    settings = _settings()
+    try:
+        stats = asyncio.run(run_archive(settings, since_time, until_time, out, progress=True))
+    except ArchiveError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"archived {stats.events:,} events ({_count_by_stream(stats.by_stream)}; "
+        f"{stats.raw_values:,} raw) to {'stdout' if out == '-' else out} in {stats.seconds:.1f} s "
+        f"({stats.events_per_s:,.0f}/s); read {stats.records_read:,} records",
+        err=out == "-",
+    )
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True)
+@click.option(
+    "--out", "out", required=True, help="HTML file to write (- for stdout), e.g. report.html."
+)
+@click.option(
+    "--from",
+    "since",
+    metavar="ISO",
+    default=None,
+    help="Show the windows from this time on (default: from the first).",
+)
+@click.option(
+    "--until", metavar="ISO", default=None, help="Show the windows before this time (default: all)."
+)
+def report(files: tuple[str, ...], out: str, since: str | None, until: str | None) -> None:
+    """Write one self-contained HTML page of the windows and surges of event files (- for stdin).
+
+    Computed offline with the worker's code (the counts and surges a replay gives): signups per
+    window by country and the top hashtags over time as SVG charts with the surges marked, and a
+    table of surges (start, peak, end). No script, no external asset: open it in a browser, mail
+    it, attach it to a ticket. --from/--until choose the windows shown; surges are scored with the
+    whole input as history.
+    """
+    from surgewatch.report import ReportError, write_report
+
+    since_time = None if since is None else _iso_flag(since, "--from")
+    until_time = None if until is None else _iso_flag(until, "--until")
+    if since_time is not None and until_time is not None and since_time >= until_time:
+        raise click.ClickException(f"--from {since} must be before --until {until}")
+    settings = _settings()
+    try:
+        stats = write_report(
+            list(files),
+            out,
+            settings,
+            since_seconds=None if since_time is None else since_time.timestamp(),
+            until_seconds=None if until_time is None else until_time.timestamp(),
+            progress=True,
+        )
+    except ReportError as exc:
+        raise click.ClickException(str(exc)) from None
+    skipped = (
+        f", {stats.unreadable_lines:,} unreadable lines skipped" if stats.unreadable_lines else ""
+    )
+    click.echo(
+        f"report of {stats.events:,} events: {stats.windows:,} windows, {stats.surges:,} surges, "
+        f"wrote {'stdout' if out == '-' else out} ({stats.size_bytes / 1024:,.0f} KiB) "
+        f"in {stats.seconds:.1f} s{skipped}",
+        err=out == "-",
     )
 
 

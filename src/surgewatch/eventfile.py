@@ -15,6 +15,7 @@ import os
 import sys
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -75,22 +76,36 @@ def encode_record(record: EventRecord) -> bytes:
 def write_events(path: str | os.PathLike[str], records: Iterable[EventRecord]) -> int:
     """Write ``records`` to ``path`` (``-`` = stdout, ``*.gz`` = gzip) and return how many were written."""
     name = os.fspath(path)
+    gzipped = _is_gzip_path(name) and name != STDIO_PATH
+    with open_output(name) as out:
+        if not gzipped:
+            return _write_lines(out, records)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gzip") as compressor:
+            return _write_lines(out, records, compressor)
+
+
+@contextmanager
+def open_output(
+    path: str | os.PathLike[str], *, gzipped: bool | None = None
+) -> Iterator[IO[bytes] | gzip.GzipFile]:
+    """Open an event file for writing bytes: ``-`` is stdout, gzip when ``gzipped`` (by default when
+    the name ends in ``.gz``), with a header that holds nothing but the content (same bytes each run).
+    """
+    name = os.fspath(path)
     if name == STDIO_PATH:
         stdout = sys.stdout.buffer
-        count = _write_lines(stdout, records)
+        yield stdout
         stdout.flush()
-        return count
+        return
     with open(name, "wb") as raw:
-        if not _is_gzip_path(name):
-            return _write_lines(raw, records)
-        # filename="" and mtime=0 keep the header free of anything but the content: same bytes each run.
-        with (
-            gzip.GzipFile(
-                filename="", mode="wb", fileobj=raw, compresslevel=GZIP_LEVEL, mtime=0
-            ) as gz,
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="gzip") as compressor,
-        ):
-            return _write_lines(gz, records, compressor)
+        if not (_is_gzip_path(name) if gzipped is None else gzipped):
+            yield raw
+            return
+        # filename="" and mtime=0 keep the header free of anything but the content.
+        with gzip.GzipFile(
+            filename="", mode="wb", fileobj=raw, compresslevel=GZIP_LEVEL, mtime=0
+        ) as gz:
+            yield gz
 
 
 def _write_lines(

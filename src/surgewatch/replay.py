@@ -5,8 +5,13 @@ per-partition record batches (the partition chosen as Kafka's default partitione
 key) instead of one ``send()`` per record, which is several times faster in Python. With ``speed=X``
 the replay is paced on event time: the first event's time ``t0`` maps to the wall clock ``w0`` and an
 event of time ``t`` is produced no earlier than ``w0 + (t - t0) / X``. Bad file lines are counted,
-named in a warning and skipped; events whose ``ts`` cannot be read are still produced (the worker
-rejects them), stamped with the wall clock.
+named in a warning and skipped.
+
+Every record gets a time: its own ``ts``, or for a record without a readable one (malformed, bad
+``ts``; still produced, the worker rejects it) the time of the readable event before it in the same
+file (at the start of a file, of the first one after it). That time is its Kafka timestamp, so a
+malformed record sits among its neighbours in time and ``archive`` finds it there; ``since``/``until``
+cut on it, and ``rebase_to_now`` shifts it.
 """
 
 from __future__ import annotations
@@ -15,9 +20,11 @@ import asyncio
 import logging
 import math
 import os
+import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 import orjson
@@ -25,8 +32,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from surgewatch.config import Settings
-from surgewatch.eventfile import STDIO_PATH, EventFileError, EventReader
-from surgewatch.events.timestamps import parse_ts
+from surgewatch.eventfile import STDIO_PATH, EventFileError, EventReader, EventRecord
+from surgewatch.events.timestamps import MILLIS_THRESHOLD, parse_ts
 from surgewatch.partitioner import KafkaPartitioner
 from surgewatch.progress import BYTES, track
 from surgewatch.worker.topics import BrokerUnreachable, ensure_topics
@@ -44,6 +51,13 @@ _CHUNK_EVENTS: Final = 4096
 _MAX_PENDING_FUTURES: Final = 64
 #: Bad lines named one by one before only counting them.
 _MAX_WARNINGS: Final = 20
+#: Records without a readable ``ts`` held at the start of a file while waiting for the first time.
+_MAX_LEADING_UNTIMED: Final = 10_000
+#: An ISO time in the extended format: date, separator, hh:mm[:ss], fraction, zone designator.
+_ISO_PARTS: Final = re.compile(
+    r"(\d{4}-\d{2}-\d{2})([Tt ])(\d{2}:\d{2}(?::\d{2})?)([.,]\d+)?"
+    r"([Zz]|[+-]\d{2}(?::?\d{2}(?::?\d{2}(?:[.,]\d+)?)?)?)"
+)
 
 
 class ReplayError(RuntimeError):
@@ -59,6 +73,10 @@ class ReplayStats:
     seconds: float
     events_per_s: float
     by_stream: dict[str, int] = field(default_factory=dict)
+    #: Records left out by ``since``/``until``.
+    outside_range: int = 0
+    #: Seconds added to every event time by ``rebase_to_now`` (0 without it).
+    rebase_seconds: int = 0
 
 
 class _BatchSink:
@@ -126,9 +144,103 @@ def _event_seconds(value: dict[str, Any] | str, now_seconds: float) -> float | N
 def _check_files(paths: Sequence[str]) -> None:
     if not paths:
         raise ReplayError("no event file given: pass one or more FILE (or - for stdin)")
+    if list(paths).count(STDIO_PATH) > 1:
+        raise ReplayError("stdin (-) can be read only once: give - once")
     for path in paths:
         if path != STDIO_PATH and not os.path.isfile(path):
             raise ReplayError(f"no such event file: {path}")
+
+
+def in_range(event_s: float, since_s: float | None, until_s: float | None) -> bool:
+    """Whether ``event_s`` lies in ``[since_s, until_s)``; a missing bound does not limit."""
+    return (since_s is None or event_s >= since_s) and (until_s is None or event_s < until_s)
+
+
+def shift_ts(value: object, offset_seconds: int) -> object:
+    """A readable ``ts`` moved by ``offset_seconds``, in its own format.
+
+    Integers stay integers and milliseconds stay milliseconds (a number above 1e11, as
+    :func:`~surgewatch.events.timestamps.parse_ts` reads it); an ISO string stays an ISO string with
+    the same zone designator (``Z`` or its offset), separator and fraction digits. Anything else is
+    returned unchanged.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return value + offset_seconds * (1000 if value > MILLIS_THRESHOLD else 1)
+    if isinstance(value, str):
+        return _shift_iso(value, offset_seconds)
+    return value
+
+
+def _shift_iso(text: str, offset_seconds: int) -> str:
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return text
+    shifted = parsed + timedelta(seconds=offset_seconds)
+    parts = _ISO_PARTS.fullmatch(text)
+    if parts is None or parsed.tzinfo is None:
+        # An unusual spelling (basic format, week date): plain extended ISO with the same offset.
+        shifted_text = shifted.isoformat()
+        return shifted_text[:-6] + "Z" if text.endswith(("Z", "z")) else shifted_text
+    _, separator, _, fraction, zone = parts.groups()
+    # A whole-second shift leaves the fraction as it was, digit for digit.
+    return f"{shifted:%Y-%m-%d}{separator}{shifted:%H:%M:%S}{fraction or ''}{zone}"
+
+
+def timed_records(
+    items: Iterable[tuple[int, EventRecord | EventFileError]],
+    wall_seconds: Callable[[], float],
+    on_bad_line: Callable[[EventFileError], None],
+) -> Iterator[tuple[EventRecord, float, bool]]:
+    """``(record, event_s, has_ts)`` for the records of one file, bad lines going to ``on_bad_line``.
+
+    ``event_s`` is the record's own ``ts`` (``has_ts``), else the time of the readable record before
+    it, else (at the start of the file) of the first readable one after it; a file with no readable
+    ``ts`` at all falls back to ``wall_seconds()``. ``wall_seconds`` is also the "now" that bounds a
+    readable ``ts``, refreshed every few thousand records.
+    """
+    now_s = wall_seconds()
+    last_s: float | None = None
+    leading: list[EventRecord] = []
+    for count, (_, item) in enumerate(items, 1):
+        if isinstance(item, EventFileError):
+            on_bad_line(item)
+            continue
+        if count % _CHUNK_EVENTS == 0:
+            now_s = wall_seconds()
+        event_s = _event_seconds(item.value, now_s)
+        if event_s is None:
+            if last_s is not None:
+                yield item, last_s, False
+                continue
+            leading.append(item)
+            if len(leading) >= _MAX_LEADING_UNTIMED:
+                last_s = wall_seconds()
+                for held in leading:
+                    yield held, last_s, False
+                leading.clear()
+            continue
+        for held in leading:
+            yield held, event_s, False
+        leading.clear()
+        last_s = event_s
+        yield item, event_s, True
+    if leading:
+        fallback_s = wall_seconds()
+        for held in leading:
+            yield held, fallback_s, False
+
+
+def rebased(record: EventRecord, offset_seconds: int, has_ts: bool) -> EventRecord:
+    """``record`` with its value's ``ts`` moved by ``offset_seconds`` (a raw string stays verbatim)."""
+    value = record.value
+    if not has_ts or offset_seconds == 0 or isinstance(value, str):
+        return record
+    return EventRecord(
+        record.stream, record.key, {**value, "ts": shift_ts(value.get("ts"), offset_seconds)}
+    )
 
 
 async def _connect(settings: Settings) -> tuple[AIOKafkaProducer, dict[str, list[int]]]:
@@ -211,19 +323,29 @@ async def replay(
     *,
     speed: float | None,
     progress: bool,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    rebase_to_now: bool = False,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     wall_seconds: Callable[[], float] = time.time,
 ) -> ReplayStats:
-    """Produce the records of ``paths`` (in order) to the posts/signups topics of ``settings``.
+    """Produce the records of ``paths`` (in order; ``-`` is stdin) to the posts/signups topics.
 
     ``speed=None`` is as fast as possible; ``speed=60`` plays an hour of event time in a minute.
-    ``progress`` shows a bar on a terminal (never in CI or a pipe). ``clock``/``sleep`` pace the
-    replay and ``wall_seconds`` stamps events without a readable time; tests may inject them.
-    Raises :class:`ReplayError` for a missing file or an unreachable broker.
+    ``progress`` shows a bar on a terminal (never in CI or a pipe). ``since``/``until`` keep only the
+    records whose time is in ``[since, until)``. ``rebase_to_now`` moves every event time by one
+    whole number of seconds so that the first record produced plays as now, rewriting each value's
+    ``ts`` in its own format (see :func:`shift_ts`) and the Kafka timestamp: for demos and alert
+    tests. ``clock``/``sleep`` pace the replay and ``wall_seconds`` is "now"; tests may inject them.
+    Raises :class:`ReplayError` for a missing file, a bad option or an unreachable broker.
     """
     if speed is not None and not (math.isfinite(speed) and speed > 0):
         raise ReplayError(f"--speed must be a positive number, got {speed}")
+    since_s = None if since is None else _aware_seconds(since, "--from")
+    until_s = None if until is None else _aware_seconds(until, "--until")
+    if since_s is not None and until_s is not None and since_s >= until_s:
+        raise ReplayError(f"--from {since} must be before --until {until}")
     _check_files(paths)
     topic_of = {"posts": settings.posts_topic, "signups": settings.signups_topic}
     sizes = [0 if path == STDIO_PATH else os.path.getsize(path) for path in paths]
@@ -232,7 +354,8 @@ async def replay(
     pacer = _Pacer(speed, clock, sleep)
     bad_lines = _BadLines()
     by_stream = dict.fromkeys(topic_of, 0)
-    events = 0
+    events = outside = 0
+    offset_s: int | None = None if rebase_to_now else 0
     started = clock()
     try:
         enabled = None if progress else False  # None: only on a terminal, outside CI
@@ -240,30 +363,30 @@ async def replay(
             done_bytes = 0
             for path, size in zip(paths, sizes, strict=True):
                 with EventReader(path) as reader:
-                    now_s = wall_seconds()
-                    for _, item in reader:
-                        if isinstance(item, EventFileError):
-                            bad_lines.add(item)
+                    for record, event_s, has_ts in timed_records(
+                        reader, wall_seconds, bad_lines.add
+                    ):
+                        if not in_range(event_s, since_s, until_s):
+                            outside += 1
                             continue
-                        event_s = _event_seconds(item.value, now_s)
-                        if event_s is None:
-                            timestamp_ms = int(wall_seconds() * 1000)
-                        else:
-                            timestamp_ms = round(event_s * 1000)
-                            ahead = pacer.ahead_seconds(event_s)
-                            if ahead > PACE_STEP_SECONDS:
-                                await sink.flush()  # what is due goes out before we wait
-                                await pacer.sleep(ahead)
+                        if offset_s is None:
+                            offset_s = round(wall_seconds() - event_s)
+                        if offset_s:
+                            event_s += offset_s
+                            record = rebased(record, offset_s, has_ts)
+                        ahead = pacer.ahead_seconds(event_s)
+                        if ahead > PACE_STEP_SECONDS:
+                            await sink.flush()  # what is due goes out before we wait
+                            await pacer.sleep(ahead)
                         await sink.add(
-                            topic_of[item.stream],
-                            item.key_bytes(),
-                            item.value_bytes(),
-                            timestamp_ms,
+                            topic_of[record.stream],
+                            record.key_bytes(),
+                            record.value_bytes(),
+                            round(event_s * 1000),
                         )
                         events += 1
-                        by_stream[item.stream] += 1
+                        by_stream[record.stream] += 1
                         if events % _CHUNK_EVENTS == 0:
-                            now_s = wall_seconds()
                             position = done_bytes + reader.position_bytes()
                             tracker.update(position, note=f"{events:,} events")
                 done_bytes += size
@@ -286,4 +409,12 @@ async def replay(
         seconds=seconds,
         events_per_s=events / seconds if seconds > 0 else 0.0,
         by_stream=by_stream,
+        outside_range=outside,
+        rebase_seconds=offset_s or 0,
     )
+
+
+def _aware_seconds(moment: datetime, flag: str) -> float:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ReplayError(f"{flag} {moment.isoformat()} has no time zone: add Z or an offset")
+    return moment.timestamp()
