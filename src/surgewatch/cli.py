@@ -200,6 +200,47 @@ def replay(
 
 
 @main.command()
+@click.argument("files", nargs=-1, required=True)
+@click.option(
+    "--tsdb",
+    "tsdb",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory for the TSDB blocks (a Prometheus data directory, or a folder to copy from).",
+)
+@click.option(
+    "--keep-openmetrics",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also keep the OpenMetrics text the blocks were made from.",
+)
+def backfill(files: tuple[str, ...], tsdb: Path, keep_openmetrics: Path | None) -> None:
+    """Compute the window metrics of event files offline and write Prometheus TSDB blocks.
+
+    Every series a worker serves is stamped with the event time at which it would have served it,
+    so Prometheus and the dashboards show the history at its true time. Needs promtool.
+    """
+    from surgewatch.backfill import BackfillError
+    from surgewatch.backfill import backfill as run_backfill
+
+    settings = _settings()
+    try:
+        stats, blocks = run_backfill(list(files), settings, tsdb, keep_openmetrics=keep_openmetrics)
+    except BackfillError as exc:
+        raise click.ClickException(str(exc)) from None
+    span = ""
+    if stats.first_seconds is not None and stats.last_seconds is not None:
+        first = datetime.fromtimestamp(stats.first_seconds, UTC).strftime("%Y-%m-%dT%H:%MZ")
+        last = datetime.fromtimestamp(stats.last_seconds, UTC).strftime("%Y-%m-%dT%H:%MZ")
+        span = f" from {first} to {last}"
+    click.echo(
+        f"backfilled {stats.events:,} events ({stats.bad_lines:,} unreadable lines skipped) in "
+        f"{stats.seconds:.1f} s ({stats.events_per_s:,.0f}/s): {stats.windows:,} windows, "
+        f"{stats.samples:,} samples{span}, {len(blocks)} blocks in {tsdb}"
+    )
+
+
+@main.command()
 @click.option(
     "--since", required=True, metavar="ISO", help="First event time, e.g. 2025-01-13T15:00Z."
 )

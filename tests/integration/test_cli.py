@@ -12,7 +12,10 @@ import pytest
 
 from surgewatch.broker import free_port, port_in_use, wait_until_ready
 
-COMMANDS = ["broker", "worker", "simulate", "replay", "demo"]
+COMMANDS = [
+    "broker", "worker", "simulate", "replay", "archive", "backfill", "report", "top", "demo",
+    "dashboards",
+]  # fmt: skip
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
