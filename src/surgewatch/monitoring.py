@@ -23,10 +23,11 @@ from typing import Any
 import yaml
 
 from surgewatch.broker import free_port
+from surgewatch.paths import project_root
 from surgewatch.processes import Supervised, spawn, terminate, wait_for
 
 #: The repository's deploy folder (rules and Alertmanager routing).
-DEPLOY_DIR = Path(__file__).resolve().parents[2] / "deploy"
+DEPLOY_DIR = project_root() / "deploy"
 RULES_DIR = DEPLOY_DIR / "prometheus" / "rules"
 ALERTMANAGER_CONFIG = DEPLOY_DIR / "alertmanager" / "alertmanager.yml"
 

@@ -16,12 +16,12 @@ import sys
 import zlib
 from collections import Counter
 from collections.abc import Iterator
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
 from surgewatch.config import ENV_PREFIX
+from tests.report_table import surge_table_rows
 
 CHROMIUM = "/usr/bin/chromium"
 WIDTH, HEIGHT = 1400, 2000
@@ -146,35 +146,6 @@ def decode_png(data: bytes) -> tuple[int, int, list[bytes]]:
     return width, height, rows
 
 
-class SurgeTable(HTMLParser):
-    """The key column of ``table#surge-table``, with each row's metric."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.rows: list[list[str]] = []
-        self._in_table = False
-        self._cell: list[str] | None = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "table" and ("id", "surge-table") in attrs:
-            self._in_table = True
-        elif self._in_table and tag == "tr":
-            self.rows.append([])
-        elif self._in_table and tag == "td":
-            self._cell = []
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "table":
-            self._in_table = False
-        elif tag == "td" and self._cell is not None:
-            self.rows[-1].append("".join(self._cell).strip())
-            self._cell = None
-
-    def handle_data(self, data: str) -> None:
-        if self._cell is not None:
-            self._cell.append(data)
-
-
 def test_chromium_renders_the_report_and_it_is_not_blank(report: Path, tmp_path: Path) -> None:
     png = tmp_path / "report.png"
     shot = chromium(
@@ -209,9 +180,7 @@ def test_the_page_chromium_builds_names_the_surging_keys(report: Path, tmp_path:
     dumped = chromium(tmp_path / "profile", "--dump-dom", report.as_uri())
     assert dumped.returncode == 0, dumped.stderr.decode(errors="replace")[-2000:]
     dom = dumped.stdout.decode("utf-8")
-    table = SurgeTable()
-    table.feed(dom)
-    keys = {(row[0], row[1]) for row in table.rows if row}
+    keys = {(row[0].strip(), row[1].strip()) for row in surge_table_rows(dom)}
     assert ("hashtag", "#tiktokrefugee") in keys
     assert ("signups", "US") in keys
     assert "Surge report: rednote.jsonl.gz" in dom

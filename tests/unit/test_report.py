@@ -7,7 +7,6 @@ import random
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -30,6 +29,7 @@ from surgewatch.report.svg import downsample_max, nice_scale, text, time_ticks, 
 from surgewatch.trends.partition import ALL_KEY, HASHTAGS, SIGNUPS, Surge
 from surgewatch.trends.surge import SurgeEvent
 from surgewatch.windows.counting import WindowCount
+from tests.report_table import surge_table_rows
 
 WINDOW = 60
 START = datetime(2025, 1, 12, tzinfo=UTC)
@@ -119,42 +119,11 @@ def render(records: list[EventRecord], **range_seconds: float) -> str:
     return render_html(data)
 
 
-class TableReader(HTMLParser):
-    """The text of each cell of ``table#surge-table``, row by row (entities decoded)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.rows: list[list[str]] = []
-        self._in_table = False
-        self._cell: list[str] | None = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "table" and ("id", "surge-table") in attrs:
-            self._in_table = True
-        elif self._in_table and tag == "tr":
-            self.rows.append([])
-        elif self._in_table and tag == "td":
-            self._cell = []
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "table":
-            self._in_table = False
-        elif tag == "td" and self._cell is not None:
-            self.rows[-1].append("".join(self._cell))
-            self._cell = None
-
-    def handle_data(self, data: str) -> None:
-        if self._cell is not None:
-            self._cell.append(data)
-
-
 def surge_rows(page: str) -> dict[tuple[str, str], dict[str, str]]:
     """The surge table's rows by (metric, key label); each key surges once in these tests."""
-    reader = TableReader()
-    reader.feed(page)
     columns = ("metric", "key", "start", "count", "score", "baseline", "basis", "peak")
     columns += ("peak_at", "end", "duration")
-    rows = [dict(zip(columns, cells, strict=True)) for cells in reader.rows if cells]
+    rows = [dict(zip(columns, cells, strict=True)) for cells in surge_table_rows(page)]
     by_key = {(row["metric"], row["key"]): row for row in rows}
     assert len(by_key) == len(rows), "a key surged twice"
     return by_key

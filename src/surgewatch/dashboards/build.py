@@ -18,6 +18,7 @@ from jsonschema import Draft7Validator, ValidationError
 
 from surgewatch.dashboards.overview import overview
 from surgewatch.dashboards.pipeline import pipeline
+from surgewatch.paths import project_root
 
 #: File name in ``dashboards/`` -> the function that builds it.
 DASHBOARDS: dict[str, Callable[[], dash.Dashboard]] = {
@@ -34,14 +35,6 @@ _INTERVAL_ONLY_FIELDS = ("auto", "auto_count", "auto_min")
 
 class DashboardCheckError(Exception):
     """A dashboard file is missing, invalid or stale; the message is one line."""
-
-
-def project_root() -> Path:
-    """The source checkout this package runs from, else the working directory."""
-    candidate = Path(__file__).resolve().parents[3]
-    if (candidate / "pyproject.toml").is_file() and (candidate / "dashboards").is_dir():
-        return candidate
-    return Path.cwd()
 
 
 def default_dashboards_dir() -> Path:

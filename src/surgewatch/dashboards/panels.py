@@ -130,6 +130,9 @@ SURGE_THRESHOLDS = ((None, "green"), (SURGE_Z_END, "yellow"), (SURGE_Z_START, "r
 NEUTRAL_THRESHOLDS = ((None, "green"),)
 
 
+PanelT = TypeVar("PanelT", timeseries.Panel, stat.Panel, bargauge.Panel)
+
+
 def time_series(
     title: str,
     description: str,
@@ -145,13 +148,7 @@ def time_series(
 ) -> timeseries.Panel:
     """A time series panel; ``show_thresholds`` draws the thresholds as dashed lines."""
     panel = (
-        timeseries.Panel()
-        .title(title)
-        .description(description)
-        .datasource(DATASOURCE)
-        .unit(unit)
-        .span(width)
-        .height(height)
+        _framed(timeseries.Panel(), title, description, unit, width, height)
         .fill_opacity(25 if bars else 10)
         .line_width(1)
         .show_points(common_model.VisibilityMode.NEVER)
@@ -180,7 +177,18 @@ def time_series(
     return _with_queries(panel, queries, links)
 
 
-PanelT = TypeVar("PanelT", timeseries.Panel, stat.Panel, bargauge.Panel)
+def _framed(
+    panel: PanelT, title: str, description: str, unit: str, width: int, height: int
+) -> PanelT:
+    """What every panel has: title, description, the datasource variable, unit and size."""
+    return (
+        panel.title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .unit(unit)
+        .span(width)
+        .height(height)
+    )
 
 
 def _with_queries(
@@ -207,13 +215,7 @@ def single_stat(
 ) -> stat.Panel:
     """A big number (the last value), coloured by ``thresholds``, with a sparkline."""
     panel = (
-        stat.Panel()
-        .title(title)
-        .description(description)
-        .datasource(DATASOURCE)
-        .unit(unit)
-        .span(width)
-        .height(height)
+        _framed(stat.Panel(), title, description, unit, width, height)
         .thresholds(_thresholds(*thresholds))
         .graph_mode(common_model.BigValueGraphMode.AREA)
         .color_mode(common_model.BigValueColorMode.VALUE)
@@ -234,13 +236,7 @@ def bar_gauge(
 ) -> bargauge.Panel:
     """Horizontal bars, one per series of an instant query, in the query's order."""
     panel = (
-        bargauge.Panel()
-        .title(title)
-        .description(description)
-        .datasource(DATASOURCE)
-        .unit(unit)
-        .span(width)
-        .height(height)
+        _framed(bargauge.Panel(), title, description, unit, width, height)
         .min(0)
         .thresholds(_thresholds(*NEUTRAL_THRESHOLDS))
         .orientation(common_model.VizOrientation.HORIZONTAL)
