@@ -6,8 +6,11 @@ the same object: apply routed partials, then score what closed and condense it f
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
 from surgewatch.config import Settings
 from surgewatch.ingest import Partial
@@ -33,6 +36,18 @@ def surge_params(settings: Settings) -> SurgeParams:
     )
 
 
+@dataclass(slots=True)
+class _Cursor:
+    """Per input partition: the last input offset applied, and the batch being applied."""
+
+    done: int = -1
+    epoch: int = 0
+    first: int = -1
+    piece: int = -1
+    #: ``done`` before the current batch (its granular pieces are judged against it).
+    done_before: int = -1
+
+
 class Downstream:
     """Window store and trends of downstream partition ``partition`` (of ``partitions``)."""
 
@@ -48,21 +63,107 @@ class Downstream:
         self.partition = partition
         self.partitions = partitions
         self.window_seconds = window_seconds
+        self.grace_seconds = grace_seconds
         self.store = WindowStore(window_seconds, grace_seconds)
         self.trends = PartitionTrends(params, top_k)
         self._reported: dict[str, float] = {}
+        #: (metric, input partition) -> what has been applied from it (see :meth:`_admit`).
+        self._cursors: dict[tuple[str, int], _Cursor] = {}
+        #: Partials (or pieces) left out because they had been applied already.
+        self.duplicates = 0
 
     def apply(self, partial: Partial) -> list[WindowCount]:
         """Add one routed partial; return the window records it closed."""
+        counts = self._admit(partial)
+        if counts is None:
+            self.duplicates += 1
+            return []
         return self.store.apply(
             partial.metric,
             partial.source_partition,
             partial.source_partitions,
             partial.watermark_seconds,
-            partial.counts,
+            counts,
             partial.discounts,
             partial.origin,
         )
+
+    def _admit(self, partial: Partial) -> list[tuple[str, int, int]] | None:
+        """The counts of ``partial`` not applied yet (``None``: all were), late ones left out.
+
+        At-least-once delivery means an input batch can be sent twice: by a worker that died before
+        committing its offsets and by the partition's next owner, which reads from the committed
+        offset. Every batch reaches every downstream partition, in input order, so per input
+        partition it is enough to know the last input offset applied: a batch at or below it is
+        a repeat. A new owner's first batches are granular (each entry lists its input offsets), so
+        where its batches overlap what the previous owner sent, exactly the unsent records count.
+        Pieces of one batch are told apart by the sender's epoch, the batch's first offset and the
+        piece number, so a re-delivered piece is not applied twice either.
+
+        A new owner starts without the partition's watermark, so it may count an event the
+        previous owner would have judged late: its batches carry the watermark they were judged
+        against, and entries of windows already closed for that input partition are left out here.
+        """
+        first = partial.first_offset
+        if first < 0:  # a heartbeat: watermark only
+            return partial.counts
+        key = (partial.metric, partial.source_partition)
+        cursor = self._cursors.get(key)
+        if cursor is None:
+            cursor = self._cursors[key] = _Cursor()
+        same_batch = cursor.epoch == partial.epoch and cursor.first == first
+        if same_batch and partial.piece <= cursor.piece:
+            return None
+        done = cursor.done if not same_batch else cursor.done_before
+        offsets = partial.offsets
+        if offsets is None:
+            if first <= done:
+                return None
+            counts = partial.counts
+        else:
+            counts = []
+            for (name, start, _), listed in zip(partial.counts, offsets, strict=True):
+                fresh = len(listed) - bisect.bisect_right(listed, done)
+                if fresh:
+                    counts.append((name, start, fresh))
+        if not same_batch:
+            cursor.epoch, cursor.first, cursor.done_before = partial.epoch, first, cursor.done
+        cursor.piece = partial.piece
+        if partial.last_offset > cursor.done:
+            cursor.done = partial.last_offset
+        known = self.store.source_watermark_seconds(partial.metric, partial.source_partition)
+        if counts and partial.previous_watermark_seconds < known:
+            closed_before = known - self.grace_seconds
+            size = self.window_seconds
+            kept = [entry for entry in counts if entry[1] + size > closed_before]
+            if len(kept) < len(counts):
+                late = sum(entry[2] for entry in counts) - sum(entry[2] for entry in kept)
+                self.store.count_dropped(partial.metric, late)
+                counts = kept
+        return counts
+
+    def export_state(self) -> dict[str, Any]:
+        """The partition's counting state as JSON-ready data: open windows, what closed, what was
+        applied from each input partition. Detector baselines are not part of it."""
+        return {
+            "store": self.store.export_state(),
+            "cursors": [
+                [metric, source, c.done, c.epoch, c.first, c.piece, c.done_before]
+                for (metric, source), c in self._cursors.items()
+            ],
+            "reported": self._reported,
+        }
+
+    def import_state(self, data: dict[str, Any]) -> None:
+        """Continue from what :meth:`export_state` gave."""
+        self.store.import_state(data["store"])
+        self._cursors = {
+            (str(metric), int(source)): _Cursor(
+                int(done), int(epoch), int(first), int(piece), int(before)
+            )
+            for metric, source, done, epoch, first, piece, before in data["cursors"]
+        }
+        self._reported = {str(k): float(v) for k, v in data["reported"].items()}
 
     def conclude(self, closed: Iterable[WindowCount]) -> tuple[list[Surge], SummaryMessage | None]:
         """Score the windows that closed; the message for the aggregator when there is news.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import random
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -78,6 +79,15 @@ class Partial:
     partition's view) that came from accounts over the per-account cap, to be left out of the
     hashtag's trend count (never out of its published count). ``origin`` is the first window the
     input partition counted, so every downstream partition dates its warm-up from the stream's start.
+
+    ``first_offset``..``last_offset`` is the input batch it was made from (``last_offset`` is -1 on
+    every piece of a split batch but the last, and both are -1 on a watermark-only heartbeat);
+    ``piece`` numbers the pieces of one batch for one destination. ``offsets``, when present, holds
+    each entry's input offsets (its count is their number): a partition's new owner sends its first
+    records in this granular form, so the downstream partition can leave out exactly the records the
+    previous owner had already sent (see :class:`~surgewatch.downstream.Downstream`).
+    ``previous_watermark_seconds`` is the input partition's watermark before the batch, against
+    which the sender judged lateness.
     """
 
     metric: str
@@ -89,6 +99,16 @@ class Partial:
     last_offset: int = -1
     discounts: list[tuple[str, int, int]] = field(default_factory=list)
     origin: int | None = None
+    piece: int = 0
+    #: Which ownership of the input partition sent it (a random number per owner).
+    epoch: int = 0
+    offsets: list[list[int]] | None = None
+    previous_watermark_seconds: float = NO_TIME
+
+    @property
+    def granular(self) -> bool:
+        """Entries carry their input offsets (a new owner's first records)."""
+        return self.offsets is not None
 
     def encode(self) -> bytes:
         """Compact wire form."""
@@ -107,6 +127,14 @@ class Partial:
             data["x"] = self.discounts
         if self.origin is not None:
             data["f"] = self.origin
+        if self.piece:
+            data["i"] = self.piece
+        if self.epoch:
+            data["e"] = self.epoch
+        if self.offsets is not None:
+            data["q"] = self.offsets
+        if self.previous_watermark_seconds != NO_TIME:
+            data["pw"] = self.previous_watermark_seconds
         return orjson.dumps(data)
 
     @classmethod
@@ -125,6 +153,10 @@ class Partial:
             last_offset=int(last),
             discounts=[(str(k), int(w), int(c)) for k, w, c in data.get("x", ())],
             origin=None if data.get("f") is None else int(data["f"]),
+            piece=int(data.get("i", 0)),
+            epoch=int(data.get("e", 0)),
+            offsets=data.get("q"),
+            previous_watermark_seconds=float(data.get("pw", NO_TIME)),
         )
 
 
@@ -170,6 +202,8 @@ class StreamIngest:
         self._pairs: dict[int, dict[int, Any]] = {}
         #: input partition -> first window it counted.
         self._origins: dict[int, int] = {}
+        #: input partition -> this ownership's epoch (see :attr:`Partial.epoch`).
+        self._epochs: dict[int, int] = {}
         self._parse: Callable[[bytes, float], Post | Signup | Rejected] = (
             parse_post if stream == POSTS else parse_signup
         )
@@ -183,11 +217,13 @@ class StreamIngest:
         highwater: int | None,
         now_seconds: float,
         highwater_wall_seconds: float | None = None,
+        offsets: Sequence[int] | None = None,
     ) -> tuple[BatchOutcome, list[tuple[int, Partial]]]:
         """Handle one batch of ``partition`` (offsets ``first..last``); return outcome and partials.
 
         The partials list has one ``(downstream_partition, Partial)`` for every downstream partition,
-        so the watermark reaches all of them even where this batch had no key.
+        so the watermark reaches all of them even where this batch had no key. With ``offsets`` (each
+        value's input offset) the partials are granular: every entry lists the offsets it counts.
         """
         clock = self.watermarks.assign(partition, now_seconds)
         size, grace = self.window_seconds, self.grace_seconds
@@ -209,6 +245,8 @@ class StreamIngest:
         sketch: Any = None
         new_sketch = frequent_strings_sketch
         origin = self._origins.get(partition)
+        #: (window start, key) -> input offsets, for a granular batch.
+        track: dict[tuple[int, str], list[int]] | None = {} if offsets is not None else None
         for index, raw in enumerate(values):
             event = parse(raw if raw is not None else b"", now_seconds)
             if event.__class__ is Rejected:
@@ -255,6 +293,11 @@ class StreamIngest:
                 country = str(event.country)  # type: ignore[union-attr]
                 per_key[country] = per_key.get(country, 0) + 1
                 by_country[country] = by_country.get(country, 0) + 1
+            if track is not None:
+                offset = offsets[index]  # type: ignore[index]
+                keys = event.hashtags if posts else (str(event.country),)  # type: ignore[union-attr]
+                for key in keys:
+                    track.setdefault((start, key), []).append(offset)
         if origin is not None:
             self._origins[partition] = origin
         outcome.late = late
@@ -269,7 +312,9 @@ class StreamIngest:
             now_seconds,
             highwater_wall_seconds,
         )
-        partials = self._partials(partition, windows, first_offset, last_offset, previous_watermark)
+        partials = self._partials(
+            partition, windows, first_offset, last_offset, previous_watermark, track
+        )
         return outcome, partials
 
     @staticmethod
@@ -296,6 +341,7 @@ class StreamIngest:
         first_offset: int = -1,
         last_offset: int = -1,
         previous_watermark: float | None = None,
+        track: dict[tuple[int, str], list[int]] | None = None,
     ) -> list[tuple[int, Partial]]:
         """Route counts to their owners; one partial per downstream partition, more when large.
 
@@ -305,6 +351,10 @@ class StreamIngest:
         """
         metric, n = self.metric, self.downstream_partitions
         routed: list[list[tuple[str, int, int]]] = [[] for _ in range(n)]
+        routed_offsets: list[list[list[int]]] | None = (
+            [[] for _ in range(n)] if track is not None else None
+        )
+        pieces = [0] * n
         sizes = [0] * n
         owners = self._owners
         if len(owners) > OWNER_CACHE_KEYS:
@@ -312,18 +362,45 @@ class StreamIngest:
         watermark = self.watermarks.partitions[partition].watermark_seconds
         held_back = watermark if previous_watermark is None else previous_watermark
         discounts = self._discounts(partition, watermark)
+        epoch = self._epochs.get(partition)
+        if epoch is None:
+            epoch = self._epochs[partition] = random.getrandbits(31) + 1
         out: list[tuple[int, Partial]] = []
+
+        def piece(owner: int, last: int, mark: float) -> Partial:
+            offsets = None
+            if routed_offsets is not None:
+                offsets, routed_offsets[owner] = routed_offsets[owner], []
+            made = Partial(
+                self.metric,
+                partition,
+                self.source_partitions,
+                mark,
+                routed[owner],
+                first_offset,
+                last,
+                origin=self._origins.get(partition),
+                piece=pieces[owner],
+                epoch=epoch,
+                offsets=offsets,
+                previous_watermark_seconds=held_back,
+            )
+            pieces[owner] += 1
+            return made
+
         for start, per_key in windows.items():
             for key, count in per_key.items():
                 owner = owners.get(key)
                 if owner is None:
                     owner = owners[key] = owner_partition(metric, key, n)
                 routed[owner].append((key, start, count))
+                if routed_offsets is not None:
+                    routed_offsets[owner].append(track[(start, key)])  # type: ignore[index]
                 sizes[owner] += len(key) * 4 + PARTIAL_ENTRY_OVERHEAD_BYTES
+                if routed_offsets is not None:
+                    sizes[owner] += count * 8
                 if sizes[owner] >= MAX_PARTIAL_BYTES:
-                    out.append(
-                        (owner, self._partial(partition, held_back, routed[owner], first_offset))
-                    )
+                    out.append((owner, piece(owner, -1, held_back)))
                     routed[owner], sizes[owner] = [], 0
         # Discounts ride in pieces of their own when large (one account with many long tags): any
         # piece before the window closes will do, and none may exceed the size limit.
@@ -333,14 +410,14 @@ class StreamIngest:
             routed_discounts[owner].append((tag, start, excess))
             sizes[owner] += len(tag) * 4 + PARTIAL_ENTRY_OVERHEAD_BYTES
             if sizes[owner] >= MAX_PARTIAL_BYTES:
-                piece = self._partial(partition, held_back, routed[owner], first_offset)
-                piece.discounts.extend(routed_discounts[owner])
-                out.append((owner, piece))
+                made = piece(owner, -1, held_back)
+                made.discounts.extend(routed_discounts[owner])
+                out.append((owner, made))
                 routed[owner], routed_discounts[owner], sizes[owner] = [], [], 0
-        for dest, counts in enumerate(routed):
-            partial = self._partial(partition, watermark, counts, first_offset, last_offset)
-            partial.discounts.extend(routed_discounts[dest])
-            out.append((dest, partial))
+        for dest in range(n):
+            made = piece(dest, last_offset, watermark)
+            made.discounts.extend(routed_discounts[dest])
+            out.append((dest, made))
         return out
 
     def _discounts(self, partition: int, watermark: float) -> list[tuple[str, int, int]]:
@@ -374,25 +451,7 @@ class StreamIngest:
         self.watermarks.revoke(partition)
         self._pairs.pop(partition, None)
         self._origins.pop(partition, None)
-
-    def _partial(
-        self,
-        partition: int,
-        watermark: float,
-        counts: list[tuple[str, int, int]],
-        first_offset: int,
-        last_offset: int = -1,
-    ) -> Partial:
-        return Partial(
-            self.metric,
-            partition,
-            self.source_partitions,
-            watermark,
-            counts,
-            first_offset,
-            last_offset,
-            origin=self._origins.get(partition),
-        )
+        self._epochs.pop(partition, None)
 
     def close_all(self, now_seconds: float) -> list[tuple[int, Partial]]:
         """The input has ended (an offline run): every input partition's watermark runs out."""

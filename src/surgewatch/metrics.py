@@ -183,6 +183,18 @@ class Metrics:
             ["metric"],
             registry=r,
         )
+        self.repeated_partials = Counter(
+            "surgewatch_partials_repeated",
+            "Routed partials left out because they had been applied already (re-sent by a "
+            "partition's new owner after a worker stopped before committing).",
+            registry=r,
+        )
+        self.restores = Counter(
+            "surgewatch_partition_restores",
+            "Downstream partitions taken over, by how their state was restored.",
+            ["outcome"],
+            registry=r,
+        )
         self.surges = Counter(
             "surgewatch_surges",
             "Surge starts and ends published, by metric and state.",

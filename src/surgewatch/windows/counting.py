@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from surgewatch.windows.tumbling import close_time_seconds, window_end_seconds
 
@@ -167,6 +168,55 @@ class WindowStore:
         for start in [s for s in state.discounts if s + size <= state.closed_before]:
             del state.discounts[start]
         return closed
+
+    def source_watermark_seconds(self, metric: str, source_partition: int) -> float:
+        """The largest watermark an input partition of ``metric``'s stream has reported."""
+        state = self._metrics.get(metric)
+        return state.source_watermarks.get(source_partition, NO_TIME) if state else NO_TIME
+
+    def count_dropped(self, metric: str, count: int) -> None:
+        """Record counts refused before they reached a window (see :attr:`dropped_updates`)."""
+        self._state(metric).dropped_updates += count
+
+    def export_state(self) -> dict[str, Any]:
+        """Everything the store holds, as JSON-ready data (see :meth:`import_state`)."""
+
+        def nested(by_window: dict[int, dict[str, int]]) -> list[Any]:
+            return [[start, list(keys), list(keys.values())] for start, keys in by_window.items()]
+
+        return {
+            metric: {
+                "wm": [[p, w] for p, w in state.source_watermarks.items() if w != NO_TIME],
+                "n": state.source_partitions,
+                "cb": None if state.closed_before == NO_TIME else state.closed_before,
+                "win": nested(state.windows),
+                "disc": nested(state.discounts),
+                "orig": [[p, o] for p, o in state.origins.items()],
+                "drop": state.dropped_updates,
+            }
+            for metric, state in self._metrics.items()
+        }
+
+    def import_state(self, data: dict[str, Any]) -> None:
+        """Replace the store's content with what :meth:`export_state` gave."""
+
+        def unnest(rows: list[Any]) -> dict[int, dict[str, int]]:
+            return {
+                int(start): dict(zip(keys, counts, strict=True)) for start, keys, counts in rows
+            }
+
+        self._metrics = {
+            metric: _MetricState(
+                source_watermarks={int(p): float(w) for p, w in state["wm"]},
+                source_partitions=int(state["n"]),
+                closed_before=NO_TIME if state["cb"] is None else float(state["cb"]),
+                windows=unnest(state["win"]),
+                discounts=unnest(state["disc"]),
+                origins={int(p): int(o) for p, o in state["orig"]},
+                dropped_updates=int(state["drop"]),
+            )
+            for metric, state in data.items()
+        }
 
     def open_windows(self, metric: str) -> int:
         """How many windows of ``metric`` are open."""

@@ -40,6 +40,7 @@ from surgewatch.trends.partition import SummaryMessage, Surge
 from surgewatch.windows.counting import WindowCount
 from surgewatch.windows.watermark import FRESH_SECONDS
 from surgewatch.worker.batching import BatchingApp, BatchingConsumer, BatchTopic, RecordBatch
+from surgewatch.worker.snapshots import Restore, encode_chunks, is_chunk
 
 log = logging.getLogger("surgewatch.worker")
 
@@ -52,6 +53,18 @@ REANNOUNCE_EVERY_TICKS = 10
 SESSION_TIMEOUT_SECONDS = 6.0
 HEARTBEAT_INTERVAL_SECONDS = 1.0
 MAX_POLL_RECORDS = 10_000
+#: How often offsets are committed, seconds.
+COMMIT_INTERVAL_SECONDS = 0.5
+#: How far an input partition's reading may run ahead of its last acknowledged commit, records.
+#: This bounds what a worker that dies can have sent without committing: its successor sends that
+#: many records (plus one batch) granularly, so the overlap is removed record by record.
+UNCOMMITTED_LIMIT = 40_000
+GRANULAR_RECORDS = UNCOMMITTED_LIMIT + MAX_POLL_RECORDS
+#: How often a downstream partition snapshots its state into the partials topic, seconds.
+SNAPSHOT_SECONDS = 5.0
+#: Records a new owner holds back while it looks for the snapshot it starts from; past this it
+#: gives up on the snapshot and starts empty (logged and counted).
+RESTORE_MAX_HELD = 2_000_000
 
 
 def faust_credentials(settings: Settings) -> Any:
@@ -133,13 +146,21 @@ class Pipeline:
         self._stream_locks = {stream: asyncio.Lock() for stream in self.ingests}
         self._ticks = 0
         self._crash: asyncio.Future[Any] | None = None
+        #: Input partition -> (consumer generation, first offset read in it, end of the granular
+        #: zone): where this ownership started.
+        self._owned: dict[TP, tuple[int, int, int]] = {}
+        #: Partials partitions being taken over: their snapshot and the records held back.
+        self._restoring: dict[TP, Restore] = {}
+        #: Partials partition -> wall time of its last snapshot and the offset it was taken at.
+        self._snapshotted: dict[TP, tuple[float, int]] = {}
 
     @property
     def consumer(self) -> BatchingConsumer:
         return self.app.consumer  # type: ignore[no-any-return]
 
-    def _commit_after(self, tp: TP, next_offset: int, futures: list[Awaitable[Any]]) -> None:
-        """Let ``tp`` commit up to ``next_offset`` once this and every earlier batch is acknowledged.
+    def _commit_after(self, tp: TP, next_offset: int | None, futures: list[Awaitable[Any]]) -> None:
+        """Let ``tp`` commit up to ``next_offset`` once this and every earlier batch is acknowledged
+        (``None``: commit nothing new, but hold later commits until these sends are acknowledged).
 
         A failed send stops the worker: its offsets stay uncommitted, and the batch is read again
         after a restart instead of being skipped by a later batch's commit.
@@ -150,7 +171,9 @@ class Pipeline:
 
         def release() -> None:
             while pending and pending[0][1]:
-                self.consumer.mark_processed(tp, pending.popleft()[0])
+                offset = pending.popleft()[0]
+                if offset is not None:
+                    self.consumer.mark_processed(tp, offset)
 
         if not futures:
             release()
@@ -185,10 +208,28 @@ class Pipeline:
         """One batch of an input partition: count, route partials, dead-letter the rejects."""
         if self._is_stale(batch):
             return
+        granular = await self._hold_back(batch)
+        if self._is_stale(batch):
+            return
         async with self._stream_locks[stream]:
-            await self._ingest(stream, batch)
+            await self._ingest(stream, batch, granular)
 
-    async def _ingest(self, stream: str, batch: RecordBatch) -> None:
+    async def _hold_back(self, batch: RecordBatch) -> bool:
+        """Wait until the batch is within :data:`UNCOMMITTED_LIMIT` of the acknowledged commit;
+        whether it lies in this ownership's granular zone."""
+        tp, first = batch.tp, batch.records[0].offset
+        owned = self._owned.get(tp)
+        if owned is None or owned[0] != batch.generation_id:
+            owned = self._owned[tp] = (batch.generation_id, first, first + GRANULAR_RECORDS)
+        confirmed = self.consumer.confirmed_commits
+        while first - max(confirmed.get(tp, owned[1]), owned[1]) > UNCOMMITTED_LIMIT:
+            if self._is_stale(batch):
+                break
+            # Flow control: commits land every COMMIT_INTERVAL_SECONDS.
+            await asyncio.sleep(0.005)
+        return bool(first < owned[2])
+
+    async def _ingest(self, stream: str, batch: RecordBatch, granular: bool = False) -> None:
         now = self.clock()
         state = self.ingests[stream]
         records = batch.records
@@ -210,6 +251,7 @@ class Pipeline:
             batch.highwater,
             now,
             batch.highwater_wall_seconds,
+            [record.offset for record in records] if granular else None,
         )
         self.metrics.record_batch(stream, outcome)
         producer = self.app.producer
@@ -289,29 +331,87 @@ class Pipeline:
             return list(batch.records)
         return [r for r in batch.records if r.offset >= applied]
 
+    def _new_downstream(self, partition: int) -> Downstream:
+        settings = self.settings
+        downstream = self.downstreams[partition] = Downstream(
+            partition,
+            self.downstream_partitions,
+            settings.window_seconds,
+            settings.grace_seconds,
+            self.surge_params,
+            settings.top_k,
+        )
+        return downstream
+
+    def _take_over(self, batch: RecordBatch) -> list[Any]:
+        """The records of a partials batch to apply now.
+
+        A partition this worker has been applying continues where it was. Otherwise (a new
+        owner, or one that lost the partition meanwhile) the batch starts at the committed offset,
+        where a snapshot was taken: records are held back until the snapshot's chunks have been
+        read, then the state is restored and the held records are applied.
+        """
+        tp, partition = batch.tp, batch.tp.partition
+        restore = self._restoring.get(tp)
+        if restore is None:
+            applied = self._applied.get(tp)
+            first = batch.records[0].offset
+            if partition in self.downstreams and applied is not None and first <= applied:
+                return self._unapplied(batch)
+            self._applied.pop(tp, None)
+            self._snapshotted[tp] = (self.clock(), first)
+            if first == 0:  # nothing was ever committed: no snapshot to start from
+                self._new_downstream(partition)
+                return list(batch.records)
+            self.downstreams.pop(partition, None)
+            restore = self._restoring[tp] = Restore(first)
+        for record in batch.records:
+            restore.add(record)
+        state = restore.state()
+        if state is None:
+            if len(restore.held) <= RESTORE_MAX_HELD:
+                return []
+            log.error(
+                "partials partition %d: no snapshot at offset %d within %d records; starting empty",
+                partition,
+                restore.offset,
+                len(restore.held),
+            )
+            self.metrics.restores.labels("no_snapshot").inc()
+        downstream = self._new_downstream(partition)
+        if state is not None:
+            downstream.import_state(state)
+            self.metrics.restores.labels("snapshot").inc()
+            log.info(
+                "partials partition %d: restored the snapshot at offset %d (%d open windows)",
+                partition,
+                restore.offset,
+                sum(downstream.store.open_windows(m) for m in METRIC_OF_STREAM.values()),
+            )
+        del self._restoring[tp]
+        return restore.held
+
     async def count(self, batch: RecordBatch) -> None:
         """One batch of routed partials: add them up, publish the windows that closed, score them."""
         if self._is_stale(batch):
             return
         settings = self.settings
         partition = batch.tp.partition
-        records = self._unapplied(batch)
+        records = self._take_over(batch)
         if not records:
+            if batch.tp not in self._restoring:
+                self._applied[batch.tp] = max(
+                    self._applied.get(batch.tp, 0), batch.records[-1].offset + 1
+                )
             return
-        downstream = self.downstreams.get(partition)
-        if downstream is None:
-            downstream = self.downstreams[partition] = Downstream(
-                partition,
-                self.downstream_partitions,
-                settings.window_seconds,
-                settings.grace_seconds,
-                self.surge_params,
-                settings.top_k,
-            )
+        downstream = self.downstreams[partition]
         store = downstream.store
         futures: list[Awaitable[Any]] = []
         closed: list[WindowCount] = []
+        repeats = downstream.duplicates
         for record in records:
+            if is_chunk(record.value):
+                continue
             try:
                 partial = Partial.decode(record.value)
             except (ValueError, KeyError, TypeError) as exc:
@@ -322,6 +422,8 @@ class Pipeline:
             dropped = store.dropped_updates(partial.metric) - before
             if dropped:
                 self.metrics.dropped_updates.labels(partial.metric).inc(dropped)
+        if downstream.duplicates > repeats:
+            self.metrics.repeated_partials.inc(downstream.duplicates - repeats)
         futures.extend(await self._publish_windows(closed, partition))
         surges, message = downstream.conclude(closed)
         futures.extend(await self._publish_surges(surges))
@@ -341,10 +443,33 @@ class Pipeline:
             self.metrics.window_records.labels(metric).inc(records_by_metric[metric])
         for metric in METRIC_OF_STREAM.values():
             self.metrics.open_windows.labels(metric).set(
-                sum(d.store.open_windows(metric) for d in self.downstreams.values())
+                sum(d.store.open_windows(m) for d in self.downstreams.values() for m in [metric])
             )
-        self._applied[batch.tp] = records[-1].offset + 1
-        self._commit_after(batch.tp, records[-1].offset + 1, futures)
+        applied = self._applied[batch.tp] = batch.records[-1].offset + 1
+        self._commit_after(
+            batch.tp, await self._snapshot(batch.tp, downstream, applied, futures), futures
+        )
+
+    async def _snapshot(
+        self, tp: TP, downstream: Downstream, applied: int, futures: list[Awaitable[Any]]
+    ) -> int | None:
+        """Every :data:`SNAPSHOT_SECONDS`, write the partition's state into its partials partition
+        (adding the sends to ``futures``); the offset it was taken at, which may be committed once
+        they are acknowledged."""
+        now = self.clock()
+        last_time, last_offset = self._snapshotted.get(tp, (now, -1))
+        if now - last_time < SNAPSHOT_SECONDS or applied == last_offset:
+            self._snapshotted.setdefault(tp, (now, -1))
+            return None
+        producer = self.app.producer
+        for chunk in encode_chunks(applied, downstream.export_state()):
+            futures.append(
+                await producer.send(
+                    self.settings.partials_topic, None, chunk, tp.partition, None, None
+                )
+            )
+        self._snapshotted[tp] = (now, applied)
+        return applied
 
     async def aggregate(self, batch: RecordBatch) -> None:
         """One batch of window summaries: merge them into the trend view; all-signups surges."""
@@ -400,7 +525,15 @@ class Pipeline:
         for partition in list(self.downstreams):
             if partition not in owned_downstream:
                 del self.downstreams[partition]
-                self._applied.pop(TP(self.settings.partials_topic, partition), None)
+        for tp in [tp for tp in self._applied if tp.topic == self.settings.partials_topic]:
+            if tp.partition not in owned_downstream:
+                del self._applied[tp]
+                self._restoring.pop(tp, None)
+                self._snapshotted.pop(tp, None)
+        for tp in [tp for tp in self._restoring if tp.partition not in owned_downstream]:
+            del self._restoring[tp]
+        for tp in [tp for tp in self._owned if tp not in assignment]:
+            del self._owned[tp]
         summaries = TP(self.settings.summaries_topic, 0)
         if summaries not in assignment and self.aggregator is not None:
             self.aggregator = None
@@ -427,6 +560,7 @@ def create_app(
         broker_session_timeout=SESSION_TIMEOUT_SECONDS,
         broker_heartbeat_interval=HEARTBEAT_INTERVAL_SECONDS,
         broker_max_poll_records=MAX_POLL_RECORDS,
+        broker_commit_interval=COMMIT_INTERVAL_SECONDS,
         producer_linger_ms=5,
         producer_max_batch_size=512 * 1024,
         # A dead letter is re-sent whole: leave room for a value at Kafka's default 1 MiB limit.

@@ -101,6 +101,15 @@ class BatchingConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         consumer._fetch_max_wait_ms = self.app.fetch_max_wait_ms
         return consumer
 
+    async def _commit(self, offsets: Any) -> bool:
+        done = bool(await super()._commit(offsets))
+        if done:
+            confirmed = cast(BatchingConsumer, self.consumer).confirmed_commits
+            for tp, offset in offsets.items():
+                if offset > confirmed.get(tp, -1):
+                    confirmed[tp] = offset
+        return done
+
 
 class BatchingConsumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer with a fetch loop that delivers batch topics a batch at a time."""
@@ -108,6 +117,8 @@ class BatchingConsumer(faust_aiokafka.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._processed_offsets: dict[TP, int] = {}
+        #: Offsets the broker has acknowledged as committed, per partition.
+        self.confirmed_commits: dict[TP, int] = {}
 
     def _new_consumer_thread(self) -> BatchingConsumerThread:
         return BatchingConsumerThread(self, loop=self.loop, beacon=self.beacon)
