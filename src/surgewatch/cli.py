@@ -56,9 +56,8 @@ def broker(port: int, host: str) -> None:
 
 _WORKER_EPILOG = """\
 Running N workers: start `surgewatch worker` N times with the same SURGEWATCH_APP_ID, broker and
-topic settings, each with its own --web-port (with SURGEWATCH_STORE=rocksdb:// on one host, also
-its own working directory: the store lives under .surgewatch/{app_id} there). They form one
-consumer group and split the partitions; when one stops, the others take over its partitions.
+topic settings, each with its own --web-port. They form one consumer group and split the
+partitions; when one stops, the others take over its partitions.
 
 Partitions bound the parallelism. The input topics and the internal {app_id}-window-partials topic
 have SURGEWATCH_PARTITIONS partitions (4 by default), and a partition is read by one worker at a
