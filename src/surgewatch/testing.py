@@ -12,13 +12,8 @@ from surgewatch.processes import wait_for
 __all__ = ["read_topic", "read_topic_sync", "wait_for"]
 
 
-async def read_topic(
-    bootstrap: str,
-    topic: str,
-    done: Callable[[list[Any]], bool],
-    timeout_seconds: float,
-) -> list[Any]:
-    """Read ``topic`` from the beginning (no consumer group) until ``done(records)`` or the deadline."""
+async def reader_from_start(bootstrap: str, topic: str) -> Any:
+    """A started consumer of ``topic`` from its first record, outside any consumer group."""
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(
@@ -29,6 +24,17 @@ async def read_topic(
         group_id=None,
     )
     await consumer.start()
+    return consumer
+
+
+async def read_topic(
+    bootstrap: str,
+    topic: str,
+    done: Callable[[list[Any]], bool],
+    timeout_seconds: float,
+) -> list[Any]:
+    """Read ``topic`` from the beginning (no consumer group) until ``done(records)`` or the deadline."""
+    consumer = await reader_from_start(bootstrap, topic)
     records: list[Any] = []
     try:
         deadline = time.monotonic() + timeout_seconds

@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from surgewatch.processes import WorkerProcess, die_with_parent, wait_for
 from surgewatch.scrape import sample, scrape
+from surgewatch.testing import reader_from_start
 
 #: 2025-01-16T04:00:00Z, a multiple of every window size used.
 T0_SECONDS = 1_737_000_000
@@ -370,14 +370,7 @@ async def _read_settled(
     give_up_quiet_seconds: float,
     timeout_seconds: float,
 ) -> WindowRecords:
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=None,
-    )
-    await consumer.start()
+    consumer = await reader_from_start(bootstrap, topic)
     started = last_new = time.monotonic()
     records: list[tuple[str, dict[str, Any]]] = []
     missing = set(expected)
