@@ -60,3 +60,10 @@ clean:
 .PHONY: detection
 detection: setup
 	$(PY) bench/detection.py $(ARGS)
+
+# Soak: one worker on live events at a steady rate (default 20,000/s for 10 min); RSS, window-close
+# delay and lag checked after a warm-up (bench/soak.py; options via ARGS, e.g. ARGS="--minutes 2
+# --warmup 0.5"). Too long for `make test`.
+.PHONY: soak
+soak: setup
+	$(PY) bench/soak.py $(ARGS)

@@ -25,6 +25,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from harness import cpu_seconds, peak_rss_mb, worker_env
 from surgewatch.broker import EmbeddedBroker, free_port
 from surgewatch.processes import WorkerProcess
 from surgewatch.scrape import sample, scrape
@@ -110,19 +111,6 @@ async def raw_consumer(bootstrap: str, topic: str, expected: int) -> float:
         await consumer.stop()
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 async def watch_worker(
     worker: WorkerProcess, bootstrap: str, counts_topic: str, pairs: int, mentions: int
 ) -> tuple[float, float, float]:
@@ -176,18 +164,14 @@ def main() -> int:
         raw_rate = asyncio.run(raw_consumer(broker.bootstrap, topic, total))
         print(f"raw aiokafka consumer: {raw_rate:,.0f} events/s", file=sys.stderr)
 
-        env = {
-            "SURGEWATCH_BROKER": broker.url,
-            "SURGEWATCH_APP_ID": f"bench-{suffix}",
-            "SURGEWATCH_POSTS_TOPIC": topic,
-            "SURGEWATCH_SIGNUPS_TOPIC": f"bench-signups-{suffix}",
-            "SURGEWATCH_DLQ_TOPIC": f"bench-dlq-{suffix}",
-            "SURGEWATCH_WINDOW_COUNTS_TOPIC": f"bench-counts-{suffix}",
-            "SURGEWATCH_SURGES_TOPIC": f"bench-surges-{suffix}",
-            "SURGEWATCH_PARTITIONS": str(PARTITIONS),
-            "SURGEWATCH_WINDOW_SECONDS": str(WINDOW_SECONDS),
-            "SURGEWATCH_GRACE_SECONDS": str(GRACE_SECONDS),
-        }
+        env = worker_env(
+            broker.url,
+            f"bench-{suffix}",
+            partitions=PARTITIONS,
+            window_seconds=WINDOW_SECONDS,
+            grace_seconds=GRACE_SECONDS,
+            posts_topic=topic,
+        )
         worker = WorkerProcess(env, free_port(), workdir / "worker.log")
         worker.start()
         try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterator, MutableSet
 from dataclasses import dataclass
+from time import monotonic
 from typing import Any, cast
 
 import faust
@@ -160,6 +161,7 @@ class BatchingConsumer(faust_aiokafka.Consumer):
         callback = self.callback
         read_offset = self._read_offset
         consumer_should_stop = self._stopped.is_set
+        monitor = self.app.monitor
         fetcher_should_stop = fetcher._stopped.is_set
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
@@ -188,6 +190,10 @@ class BatchingConsumer(faust_aiokafka.Consumer):
                         continue
                     handler = conductor.batch_handler_for(tp)
                     if handler is not None:
+                        if monitor is not None:
+                            # What Faust's stream would record per event: its stall check
+                            # (stream_processing_timeout) reads it.
+                            monitor.stream_inbound_time[tp] = monotonic()
                         known = self.fetch_state(tp)
                         await handler(
                             RecordBatch(
