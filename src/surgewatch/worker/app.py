@@ -443,7 +443,7 @@ class Pipeline:
             self.metrics.window_records.labels(metric).inc(records_by_metric[metric])
         for metric in METRIC_OF_STREAM.values():
             self.metrics.open_windows.labels(metric).set(
-                sum(d.store.open_windows(m) for d in self.downstreams.values() for m in [metric])
+                sum(d.store.open_windows(metric) for d in self.downstreams.values())
             )
         applied = self._applied[batch.tp] = batch.records[-1].offset + 1
         self._commit_after(
