@@ -457,9 +457,9 @@ class Pipeline:
         (adding the sends to ``futures``); the offset it was taken at, which may be committed once
         they are acknowledged."""
         now = self.clock()
-        last_time, last_offset = self._snapshotted.get(tp, (now, -1))
+        # Set when this worker took the partition over (see _take_over).
+        last_time, last_offset = self._snapshotted[tp]
         if now - last_time < SNAPSHOT_SECONDS or applied == last_offset:
-            self._snapshotted.setdefault(tp, (now, -1))
             return None
         producer = self.app.producer
         for chunk in encode_chunks(applied, downstream.export_state()):
@@ -519,19 +519,19 @@ class Pipeline:
                     )
                 await self._send_partials(state.heartbeats(now, force=force))
             self.metrics.set_watermark(stream, state.watermarks.stream_watermark_seconds())
-        owned_downstream = {
-            tp.partition for tp in assignment if tp.topic == self.settings.partials_topic
-        }
-        for partition in list(self.downstreams):
-            if partition not in owned_downstream:
-                del self.downstreams[partition]
-        for tp in [tp for tp in self._applied if tp.topic == self.settings.partials_topic]:
-            if tp.partition not in owned_downstream:
-                del self._applied[tp]
+        # A partials partition's state: its Downstream, how far it was applied, a takeover in
+        # progress and its last snapshot; all of it goes with the partition.
+        partials = self.settings.partials_topic
+        gone = {TP(partials, partition) for partition in self.downstreams}
+        gone.update(
+            tp for held in (self._applied, self._restoring, self._snapshotted) for tp in held
+        )
+        for tp in gone:
+            if tp.topic == partials and tp not in assignment:
+                self.downstreams.pop(tp.partition, None)
+                self._applied.pop(tp, None)
                 self._restoring.pop(tp, None)
                 self._snapshotted.pop(tp, None)
-        for tp in [tp for tp in self._restoring if tp.partition not in owned_downstream]:
-            del self._restoring[tp]
         for tp in [tp for tp in self._owned if tp not in assignment]:
             del self._owned[tp]
         summaries = TP(self.settings.summaries_topic, 0)
