@@ -295,7 +295,7 @@ class StreamIngest:
                 by_country[country] = by_country.get(country, 0) + 1
             if track is not None:
                 offset = offsets[index]  # type: ignore[index]
-                keys = event.hashtags if posts else (str(event.country),)  # type: ignore[union-attr]
+                keys = tags if posts else (country,)
                 for key in keys:
                     track.setdefault((start, key), []).append(offset)
         if origin is not None:
