@@ -10,6 +10,7 @@ per batch instead of one per event.
 from __future__ import annotations
 
 import bisect
+import hashlib
 import math
 import random
 import zlib
@@ -43,6 +44,14 @@ PARTIAL_ENTRY_OVERHEAD_BYTES = 24
 
 #: Keys whose owner partition is remembered between batches (cleared past this, bounding memory).
 OWNER_CACHE_KEYS = 100_000
+#: Characters of all cached keys together (cleared past this): at most 16 MiB of text.
+OWNER_CACHE_CHARS = 4 * 2**20
+#: Longest key the state kept across batches holds as written. A longer one (a hashtag may fill
+#: most of a 64 KiB value) is not cached, and a pair sketch holds a digest of it instead.
+LONG_KEY_CHARS = 256
+#: Long tags one window's pair sketch may name per input partition (a tag is at most 64 KiB, so
+#: 4 MiB): past this, a further long tag's posts over the per-account cap are not discounted.
+LONG_PAIR_TAGS = 64
 
 #: A watermark past every window: the input has ended (finite, so it survives JSON).
 END_OF_TIME = 1e18
@@ -66,9 +75,18 @@ def pair_prefix(user_id: str) -> str:
 
 
 def pair_tag(pair: str) -> str:
-    """The hashtag of an (account, hashtag) sketch key made from :func:`pair_prefix`."""
+    """The hashtag of an (account, hashtag) sketch key made from :func:`pair_prefix` (for a long
+    tag, its :func:`long_tag_id`)."""
     colon = pair.index(":")
     return pair[colon + 1 + int(pair[:colon]) :]
+
+
+def long_tag_id(tag: str) -> str:
+    """What a pair sketch holds for a tag over :data:`LONG_KEY_CHARS`: ``…`` and 128 bits of
+    BLAKE2b. A parsed hashtag never contains ``…`` (NFKC turns it into ``...``), so no tag as
+    written is ever taken for a digest."""
+    digest = hashlib.blake2b(tag.encode("utf-8", "surrogatepass"), digest_size=16)
+    return "…" + digest.hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,9 +215,14 @@ class StreamIngest:
         self.source_partitions = source_partitions
         self.watermarks = SourceWatermarks(window_seconds, grace_seconds)
         self._owners: dict[str, int] = {}
+        #: Characters of the keys in ``_owners``.
+        self._owner_chars = 0
         self.user_cap = user_cap
         #: input partition -> window start -> sketch of (account, hashtag) pairs (posts only).
         self._pairs: dict[int, dict[int, Any]] = {}
+        #: input partition -> window start -> :func:`long_tag_id` -> tag, for the long tags of
+        #: that window's sketch that some account posted more than ``user_cap`` times.
+        self._long_tags: dict[int, dict[int, dict[str, str]]] = {}
         #: input partition -> first window it counted.
         self._origins: dict[int, int] = {}
         #: input partition -> this ownership's epoch (see :attr:`Partial.epoch`).
@@ -244,6 +267,7 @@ class StreamIngest:
         pairs = self._pairs.setdefault(partition, {}) if posts else {}
         sketch: Any = None
         new_sketch = frequent_strings_sketch
+        long_chars = LONG_KEY_CHARS
         origin = self._origins.get(partition)
         #: (window start, key) -> input offsets, for a granular batch.
         track: dict[tuple[int, str], list[int]] | None = {} if offsets is not None else None
@@ -285,7 +309,10 @@ class StreamIngest:
                         prefix = pair_prefix(event.user_id)  # type: ignore[union-attr]
                         for tag in tags:
                             per_key[tag] = per_key.get(tag, 0) + 1
-                            sketch.update(prefix + tag)
+                            if len(tag) <= long_chars:
+                                sketch.update(prefix + tag)
+                            else:
+                                self._add_long_pair(partition, start, sketch, prefix, tag)
                     else:
                         for tag in tags:
                             per_key[tag] = per_key.get(tag, 0) + 1
@@ -316,6 +343,25 @@ class StreamIngest:
             partition, windows, first_offset, last_offset, previous_watermark, track
         )
         return outcome, partials
+
+    def _add_long_pair(
+        self, partition: int, start: int, sketch: Any, prefix: str, tag: str
+    ) -> None:
+        """Count a post of a tag over :data:`LONG_KEY_CHARS` in a pair sketch, under its digest.
+
+        The sketch tracks up to 1,536 pairs per window, so holding such tags whole could take
+        ~100 MB. The tag is remembered only once its pair is over the cap (its lower bound, the
+        one :meth:`_discounts` reads, only grows while the pair is tracked), for the discount to
+        name it, and up to :data:`LONG_PAIR_TAGS` per window.
+        """
+        tag_id = long_tag_id(tag)
+        pair = prefix + tag_id
+        sketch.update(pair)
+        if sketch.get_lower_bound(pair) <= self.user_cap:
+            return
+        names = self._long_tags.setdefault(partition, {}).setdefault(start, {})
+        if len(names) < LONG_PAIR_TAGS:
+            names.setdefault(tag_id, tag)
 
     @staticmethod
     def _lag(outcome: BatchOutcome, counted_ts: list[float], now_seconds: float) -> None:
@@ -357,8 +403,10 @@ class StreamIngest:
         pieces = [0] * n
         sizes = [0] * n
         owners = self._owners
-        if len(owners) > OWNER_CACHE_KEYS:
+        if len(owners) > OWNER_CACHE_KEYS or self._owner_chars > OWNER_CACHE_CHARS:
             owners.clear()
+            self._owner_chars = 0
+        cached_chars = 0
         watermark = self.watermarks.partitions[partition].watermark_seconds
         held_back = watermark if previous_watermark is None else previous_watermark
         discounts = self._discounts(partition, watermark)
@@ -392,7 +440,12 @@ class StreamIngest:
             for key, count in per_key.items():
                 owner = owners.get(key)
                 if owner is None:
-                    owner = owners[key] = owner_partition(metric, key, n)
+                    owner = owner_partition(metric, key, n)
+                    # A long key's CRC costs about what caching it would save, and would hold
+                    # its whole text until the cache is cleared.
+                    if len(key) <= LONG_KEY_CHARS:
+                        owners[key] = owner
+                        cached_chars += len(key)
                 routed[owner].append((key, start, count))
                 if routed_offsets is not None:
                     routed_offsets[owner].append(track[(start, key)])  # type: ignore[index]
@@ -402,6 +455,7 @@ class StreamIngest:
                 if sizes[owner] >= MAX_PARTIAL_BYTES:
                     out.append((owner, piece(owner, -1, held_back)))
                     routed[owner], sizes[owner] = [], 0
+        self._owner_chars += cached_chars
         # Discounts ride in pieces of their own when large (one account with many long tags): any
         # piece before the window closes will do, and none may exceed the size limit.
         routed_discounts: list[list[tuple[str, int, int]]] = [[] for _ in range(n)]
@@ -433,15 +487,22 @@ class StreamIngest:
             return []
         size, grace, cap = self.window_seconds, self.grace_seconds, self.user_cap
         closed = [start for start in pairs if start + size + grace <= watermark]
+        long_tags = self._long_tags.get(partition, {})
         out: list[tuple[str, int, int]] = []
         for start in sorted(closed):
             sketch = pairs.pop(start)
+            names = long_tags.pop(start, {})
             excess: dict[str, int] = {}
             for pair, _, lower, _ in sketch.get_frequent_items(
                 frequent_items_error_type.NO_FALSE_POSITIVES, cap
             ):
                 if lower > cap:
                     tag = pair_tag(pair)
+                    if tag.startswith("…"):
+                        found = names.get(tag)
+                        if found is None:
+                            continue  # a long tag past LONG_PAIR_TAGS: not named, not discounted
+                        tag = found
                     excess[tag] = excess.get(tag, 0) + int(lower) - cap
             out.extend((tag, start, posts) for tag, posts in sorted(excess.items()))
         return out
@@ -450,6 +511,7 @@ class StreamIngest:
         """Forget an input partition another worker now reads."""
         self.watermarks.revoke(partition)
         self._pairs.pop(partition, None)
+        self._long_tags.pop(partition, None)
         self._origins.pop(partition, None)
         self._epochs.pop(partition, None)
 

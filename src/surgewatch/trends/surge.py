@@ -78,17 +78,21 @@ Bounded memory
     the cap, the least recently observed key is evicted (its baseline is the most decayed, so
     treating it as new later is the smallest error). Keys in a surge are observed every window (an
     absent one with count zero) and so are evicted last; if one is evicted anyway, an ``end`` is
-    emitted for it with its last observation, keeping starts and ends paired.
+    emitted for it with its last observation, keeping starts and ends paired. A key over
+    ``MAX_KEY_CHARS`` is filed under a 128-bit digest, so each tracked key costs a bounded number of
+    bytes however long it is; only while such a key is in a surge is its whole text kept too, so its
+    ``end`` names it even in a window without it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from array import array
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 SurgeState = Literal["start", "end"]
 #: Which score decided: the window against its baseline, or the last hour against yesterday's.
@@ -103,6 +107,9 @@ _NO_HOUR = -(2**62)
 _EMPTY_RING = bytes(8 * RING_HOURS)
 #: The day-over-day span may start a surge when it holds this many times ``min_count``.
 SLOW_MIN_COUNT_WINDOWS = 10
+#: Longest key a :class:`SurgeDetector` files as written; a longer one (a hashtag may fill most of a
+#: 64 KiB value) is filed under :func:`key_id`, so thousands of them cost kilobytes, not gigabytes.
+MAX_KEY_CHARS = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,9 +208,35 @@ class Observation:
     basis: ScoreBasis = "window"
 
 
+class ScorerState(NamedTuple):
+    """Everything a :class:`KeyScorer` holds besides its parameters (see :meth:`KeyScorer.state`)."""
+
+    first_window_start: int
+    last_window_start: int | None
+    mean: float
+    variance: float
+    newest_hour: int
+    #: Per-hour count sums; slot ``h % RING_HOURS`` holds hour ``h``.
+    hour_sums: tuple[float, ...]
+    in_surge: bool
+    surge_basis: ScoreBasis
+    calm_windows: int
+    last: Observation | None
+
+
 def poisson_tail_z(count: float, mean: float) -> float:
     """``P(X >= count)`` for ``X ~ Poisson(mean)`` as a normal z (Wilson-Hilferty); ``count > 0``."""
     return 3.0 * math.sqrt(count) * (1.0 - 1.0 / (9.0 * count) - math.pow(mean / count, 1.0 / 3.0))
+
+
+def key_id(key: str) -> str:
+    """The key a :class:`SurgeDetector` files ``key`` under: itself, or past :data:`MAX_KEY_CHARS`
+    ``…`` and 128 bits of BLAKE2b of it. A parsed hashtag never contains ``…`` (NFKC turns it into
+    ``...``), so a digest is never the key of another tag as written."""
+    if len(key) <= MAX_KEY_CHARS:
+        return key
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16)
+    return "…" + digest.hexdigest()
 
 
 class KeyScorer:
@@ -249,6 +282,38 @@ class KeyScorer:
     def mean(self) -> float:
         """EWMA mean count per window, as of the last observed window."""
         return self._mean
+
+    def state(self) -> ScorerState:
+        """The scorer's state; :meth:`from_state` continues from it exactly."""
+        return ScorerState(
+            self.first_window_start,
+            self.last_window_start,
+            self._mean,
+            self._var,
+            self._newest_hour,
+            tuple(self._hour_sums),
+            self.in_surge,
+            self._surge_basis,
+            self._calm_windows,
+            self.last,
+        )
+
+    @classmethod
+    def from_state(cls, params: SurgeParams, state: ScorerState) -> KeyScorer:
+        """A scorer that continues from ``state`` (taken with the same ``params``)."""
+        if len(state.hour_sums) != RING_HOURS:
+            raise ValueError(f"{len(state.hour_sums)} hour sums, expected {RING_HOURS}")
+        scorer = cls(params, state.first_window_start)
+        scorer.last_window_start = state.last_window_start
+        scorer._mean = state.mean
+        scorer._var = state.variance
+        scorer._newest_hour = state.newest_hour
+        scorer._hour_sums = array("d", state.hour_sums)
+        scorer.in_surge = state.in_surge
+        scorer._surge_basis = state.surge_basis
+        scorer._calm_windows = state.calm_windows
+        scorer.last = state.last
+        return scorer
 
     @property
     def variance(self) -> float:
@@ -421,32 +486,91 @@ class SurgeDetector:
         self.params = params or SurgeParams()
         self._volume: KeyScorer | None = None
         self._relative = relative
+        #: By :func:`key_id`, as are ``_surging`` and ``evicted_log``.
         self._keys: OrderedDict[str, KeyScorer] = OrderedDict()
         self._surging: set[str] = set()
+        #: The whole key of each surging key filed under a digest: its ``end`` may come in a window
+        #: without it.
+        self._names: dict[str, str] = {}
         self._first_window_start: int | None = None
         self._last_window_start: int | None = None
         self.evicted_keys = 0
+        #: When a list, every evicted key is appended to it (a checkpoint deletes them).
+        self.evicted_log: list[str] | None = None
 
     def __len__(self) -> int:
         """Number of tracked keys."""
         return len(self._keys)
 
     def __contains__(self, key: object) -> bool:
-        return key in self._keys
+        return isinstance(key, str) and key_id(key) in self._keys
 
     def scorer(self, key: str) -> KeyScorer | None:
         """The state of ``key``, if tracked."""
-        return self._keys.get(key)
+        return self._keys.get(key_id(key))
 
     @property
     def surging(self) -> frozenset[str]:
-        """Keys currently in a surge."""
-        return frozenset(self._surging)
+        """Keys currently in a surge (whole, also those filed under a digest)."""
+        names = self._names
+        return frozenset(names.get(ident, ident) for ident in self._surging)
 
     @property
     def last_window_start(self) -> int | None:
         """The last window observed."""
         return self._last_window_start
+
+    @property
+    def first_window_start(self) -> int | None:
+        """The window the warm-up is dated from."""
+        return self._first_window_start
+
+    @property
+    def relative(self) -> bool:
+        """Whether day-over-day scores are judged against the metric's growth."""
+        return self._relative
+
+    @property
+    def volume_scorer(self) -> KeyScorer | None:
+        """The metric's total per window (``relative`` detectors), scored like a key."""
+        return self._volume
+
+    def observed_since(self, window_start: int | None) -> list[tuple[str, KeyScorer]]:
+        """The keys observed in windows after ``window_start`` (all with ``None``), in the
+        least-recently-observed order the detector keeps; costs only the keys returned."""
+        found: list[tuple[str, KeyScorer]] = []
+        for key in reversed(self._keys):
+            scorer = self._keys[key]
+            seen = scorer.last_window_start
+            if window_start is not None and (seen is None or seen <= window_start):
+                break
+            found.append((key, scorer))
+        found.reverse()
+        return found
+
+    def restore(
+        self,
+        first_window_start: int | None,
+        last_window_start: int | None,
+        keys: Iterable[tuple[str, KeyScorer]],
+        volume: KeyScorer | None = None,
+        evicted_keys: int = 0,
+        names: Mapping[str, str] | None = None,
+    ) -> None:
+        """Continue from persisted state; ``keys`` (by :func:`key_id`) in least-recently-observed
+        order (the order eviction follows), as :meth:`observed_since` gives them; ``names``: the
+        whole key of surging ones filed under a digest (see :meth:`whole_key`)."""
+        self._first_window_start = first_window_start
+        self._last_window_start = last_window_start
+        self._keys = OrderedDict(keys)
+        self._surging = {key for key, scorer in self._keys.items() if scorer.in_surge}
+        self._names = {i: name for i, name in (names or {}).items() if i in self._surging}
+        self._volume = volume
+        self.evicted_keys = evicted_keys
+
+    def whole_key(self, ident: str) -> str:
+        """The key filed under ``ident`` when it is known in full (a surging one), else ``ident``."""
+        return self._names.get(ident, ident)
 
     def set_origin(self, window_start: int) -> None:
         """Date the warm-up from ``window_start`` (the stream's first window) instead of from the
@@ -495,10 +619,15 @@ class SurgeDetector:
         # Surging keys first: they must see their zero windows, and touching them keeps them
         # at the recent end of the eviction order.
         ratio = self._volume_ratio(window_start, counts)
-        for key in sorted(self._surging - counts.keys()):
-            self._observe(key, self._keys[key], window_start, 0, warming, events, ratio)
+        long_ids = {key: key_id(key) for key in counts if len(key) > MAX_KEY_CHARS}
+        present = counts.keys() | long_ids.values() if long_ids else counts.keys()
+        names = self._names
+        for ident in sorted(self._surging - present, key=lambda ident: names.get(ident, ident)):
+            key = names.get(ident, ident)
+            self._observe(key, ident, self._keys[ident], window_start, 0, warming, events, ratio)
         for key in sorted(counts):
-            scorer = self._keys.get(key)
+            ident = long_ids[key] if long_ids and key in long_ids else key
+            scorer = self._keys.get(ident)
             if scorer is None:
                 # After warm-up a new key was absent (zero) all along: its history starts
                 # with the detector's, so yesterday's same hour is known to be zero.
@@ -507,8 +636,8 @@ class SurgeDetector:
                     if warming
                     else KeyScorer(params, self._first_window_start)
                 )
-                self._keys[key] = scorer
-            self._observe(key, scorer, window_start, counts[key], warming, events, ratio)
+                self._keys[ident] = scorer
+            self._observe(key, ident, scorer, window_start, counts[key], warming, events, ratio)
         # Evict only after the window is scored: the least recently observed keys go first, and a
         # key of this window can never be reset half-way through it.
         while len(self._keys) > params.max_keys:
@@ -532,6 +661,7 @@ class SurgeDetector:
     def _observe(
         self,
         key: str,
+        ident: str,
         scorer: KeyScorer,
         window_start: int,
         count: int,
@@ -539,12 +669,16 @@ class SurgeDetector:
         events: list[SurgeEvent],
         volume_ratio: float = 1.0,
     ) -> None:
+        """Score ``key`` (filed under ``ident``, its :func:`key_id`) in one window."""
         seen = scorer.observe(window_start, count, can_start=not warming, volume_ratio=volume_ratio)
-        self._keys.move_to_end(key)
+        self._keys.move_to_end(ident)
         if seen.transition == "start":
-            self._surging.add(key)
+            self._surging.add(ident)
         elif seen.transition == "end":
-            self._surging.discard(key)
+            self._surging.discard(ident)
+            self._names.pop(ident, None)
+        if ident != key and scorer.in_surge:
+            self._names[ident] = key
         if seen.transition is not None:
             events.append(
                 SurgeEvent(
@@ -567,12 +701,17 @@ class SurgeDetector:
                 break
             del self._keys[key]
             self.evicted_keys += 1
+            if self.evicted_log is not None:
+                self.evicted_log.append(key)
 
     def _evict_oldest(self, events: list[SurgeEvent]) -> None:
-        key, scorer = self._keys.popitem(last=False)
+        ident, scorer = self._keys.popitem(last=False)
         self.evicted_keys += 1
-        if key in self._surging:
-            self._surging.discard(key)
+        if self.evicted_log is not None:
+            self.evicted_log.append(ident)
+        if ident in self._surging:
+            self._surging.discard(ident)
+            key = self._names.pop(ident, ident)
             seen = scorer.last
             assert seen is not None  # a surging key has been observed
             events.append(
