@@ -13,6 +13,7 @@ from surgewatch.events.model import Reason
 from surgewatch.ingest import LAG_BUCKETS_SECONDS, METRIC_OF_STREAM, STREAMS, BatchOutcome
 from surgewatch.labels import MAX_LABEL_CHARS, hashtag_label
 from surgewatch.trends.aggregate import TrendView
+from surgewatch.trends.checkpoint import LOAD_OUTCOMES
 
 __all__ = ["MAX_LABEL_CHARS", "LagHistogram", "Metrics", "TrendCollector", "hashtag_label"]
 
@@ -195,6 +196,19 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.surge_state_restores = Counter(
+            "surgewatch_surge_state_restores",
+            "Surge detectors of downstream partitions taken over from a log snapshot, by metric and "
+            "what their local state (rocksdb:// only) gave: restored, none, stale, unreadable.",
+            ["metric", "outcome"],
+            registry=r,
+        )
+        self.surge_state_keys_restored = Counter(
+            "surgewatch_surge_state_keys_restored",
+            "Keys whose surge baselines were restored from local state at a takeover, by metric.",
+            ["metric"],
+            registry=r,
+        )
         self.surges = Counter(
             "surgewatch_surges",
             "Surge starts and ends published, by metric and state.",
@@ -213,6 +227,9 @@ class Metrics:
             self.windows_closed.labels(metric)
             self.open_windows.labels(metric)
             self.dropped_updates.labels(metric)
+            self.surge_state_keys_restored.labels(metric)
+            for outcome in LOAD_OUTCOMES:
+                self.surge_state_restores.labels(metric, outcome)
             for state in ("start", "end"):
                 self.surges.labels(metric, state)
 

@@ -82,6 +82,14 @@ def _metrics_of(worker: GroupWorker) -> dict[str, float]:
         "updates_dropped": sample_sum(samples, "surgewatch_window_updates_dropped_total"),
         "window_records": sample_sum(samples, "surgewatch_window_records_total"),
         "posts_watermark": sample(samples, "surgewatch_watermark_seconds", stream="posts"),
+        "snapshot_restores": sample_sum(samples, "surgewatch_partition_restores_total"),
+        # rocksdb:// only: detectors that came back from local state, and those that could not.
+        **{
+            f"surge_state_{outcome}": sample_sum(
+                samples, "surgewatch_surge_state_restores_total", outcome=outcome
+            )
+            for outcome in ("restored", "none", "stale", "unreadable")
+        },
     }
 
 

@@ -169,7 +169,9 @@ class PartitionTrends:
         for start in sorted(by_window):
             last = detector.last_window_start
             if last is not None and start <= last:
-                continue  # already scored (cannot happen in a steady run)
+                # Already scored: a detector restored from a checkpoint taken after the log
+                # snapshot sees those windows close again (never in a steady run).
+                continue
             windows = by_window[start]
             events = detector.observe_through(start, {w.key: w.trend_count for w in windows})
             # The record's count is the published window count; the score judged the trend count.

@@ -17,7 +17,7 @@ import zlib
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faust
 import orjson
@@ -41,6 +41,9 @@ from surgewatch.windows.counting import WindowCount
 from surgewatch.windows.watermark import FRESH_SECONDS
 from surgewatch.worker.batching import BatchingApp, BatchingConsumer, BatchTopic, RecordBatch
 from surgewatch.worker.snapshots import Restore, encode_chunks, is_chunk
+
+if TYPE_CHECKING:
+    from surgewatch.worker.local_state import LocalSurgeState
 
 log = logging.getLogger("surgewatch.worker")
 
@@ -154,6 +157,8 @@ class Pipeline:
         self._restoring: dict[TP, Restore] = {}
         #: Partials partition -> wall time of its last snapshot and the offset it was taken at.
         self._snapshotted: dict[TP, tuple[float, int]] = {}
+        #: Checkpoints of the surge detectors in a local RocksDB (``rocksdb://`` only).
+        self.local_state: LocalSurgeState | None = None
 
     @property
     def consumer(self) -> BatchingConsumer:
@@ -378,7 +383,9 @@ class Pipeline:
             self._applied.pop(tp, None)
             self._snapshotted[tp] = (self.clock(), first)
             if first == 0:  # nothing was ever committed: no snapshot to start from
-                self._new_downstream(partition)
+                fresh = self._new_downstream(partition)
+                if self.local_state is not None:
+                    self.local_state.take_over(fresh, from_snapshot=False)
                 return list(batch.records)
             self.downstreams.pop(partition, None)
             restore = self._restoring[tp] = Restore(first)
@@ -405,6 +412,8 @@ class Pipeline:
                 restore.offset,
                 sum(downstream.store.open_windows(m) for m in METRIC_OF_STREAM.values()),
             )
+        if self.local_state is not None:
+            self.local_state.take_over(downstream, from_snapshot=state is not None)
         del self._restoring[tp]
         return restore.held
 
@@ -450,6 +459,9 @@ class Pipeline:
                     settings.summaries_topic, None, message.encode(), 0, None, None
                 )
             )
+        if self.local_state is not None:
+            # Stored once what this close produced is acknowledged: never ahead of its records.
+            self.local_state.checkpoint(downstream, list(futures))
         records_by_metric: Counter[str] = Counter()
         windows_by_metric: dict[str, set[int]] = {}
         for window in closed:
@@ -549,6 +561,8 @@ class Pipeline:
                 self._applied.pop(tp, None)
                 self._restoring.pop(tp, None)
                 self._snapshotted.pop(tp, None)
+                if self.local_state is not None:
+                    self.local_state.release(tp.partition)
         for tp in [tp for tp in self._owned if tp not in assignment]:
             del self._owned[tp]
         summaries = TP(self.settings.summaries_topic, 0)
@@ -592,6 +606,11 @@ def create_app(
     )
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
     pipeline = Pipeline(app, settings, metrics, partition_counts, clock)
+    if settings.store.startswith("rocksdb://"):
+        # Imported here: memory:// never loads rocksdict.
+        from surgewatch.worker.local_state import LocalSurgeState
+
+        pipeline.local_state = LocalSurgeState.open(Path(app.conf.tabledir), metrics)
 
     def batch_topic(name: str) -> BatchTopic:
         return BatchTopic(
