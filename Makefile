@@ -48,7 +48,7 @@ lint: setup
 	$(VENV)/bin/mypy src
 
 test: lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=20
 
 bench: setup
 	$(PY) bench/throughput.py
