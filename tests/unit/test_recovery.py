@@ -167,8 +167,9 @@ def test_a_restored_snapshot_continues_exactly_like_the_original() -> None:
 
 
 class _Record:
-    def __init__(self, value: bytes) -> None:
+    def __init__(self, value: bytes, offset: int = 0) -> None:
         self.value = value
+        self.offset = offset
 
 
 def test_a_restore_holds_partials_back_and_ignores_other_snapshots_chunks() -> None:
@@ -179,10 +180,11 @@ def test_a_restore_holds_partials_back_and_ignores_other_snapshots_chunks() -> N
     restore = Restore(50)
     partial = Partial("signups", 0, 1, T0, [("US", int(T0), 1)], 50, 50).encode()
     assert not is_chunk(partial)
-    for value in [partial, encode_chunks(40, state)[0], chunks[1], partial]:
-        restore.add(_Record(value))
+    for offset, value in enumerate([partial, encode_chunks(40, state)[0], chunks[1], partial], 50):
+        restore.add(_Record(value, offset))
     assert restore.state() is None  # chunk 0 not read yet
-    restore.add(_Record(chunks[0]))
+    assert restore.next_offset == 54  # where a batch continuing this takeover must start
+    restore.add(_Record(chunks[0], 54))
     assert restore.state() == state
     assert [r.value for r in restore.held] == [partial, partial]
 

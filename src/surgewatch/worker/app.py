@@ -66,6 +66,9 @@ UNCOMMITTED_LIMIT = 100_000
 GRANULAR_RECORDS = UNCOMMITTED_LIMIT + MAX_POLL_RECORDS
 #: How often a downstream partition snapshots its state into the partials topic, seconds.
 SNAPSHOT_SECONDS = 5.0
+#: How long a partials partition's state is kept after it was revoked, seconds: a rebalance that
+#: gives it back meanwhile continues from it.
+FORGET_AFTER_SECONDS = 30.0
 #: Records a new owner holds back while it looks for the snapshot it starts from; past this it
 #: gives up on the snapshot and starts empty (logged and counted).
 RESTORE_MAX_HELD = 2_000_000
@@ -157,6 +160,8 @@ class Pipeline:
         self._restoring: dict[TP, Restore] = {}
         #: Partials partition -> wall time of its last snapshot and the offset it was taken at.
         self._snapshotted: dict[TP, tuple[float, int]] = {}
+        #: Partials partitions not assigned at the last ticks -> since when (wall time).
+        self._away_since: dict[TP, float] = {}
         #: Checkpoints of the surge detectors in a local RocksDB (``rocksdb://`` only).
         self.local_state: LocalSurgeState | None = None
 
@@ -375,6 +380,10 @@ class Pipeline:
         """
         tp, partition = batch.tp, batch.tp.partition
         restore = self._restoring.get(tp)
+        if restore is not None and batch.records[0].offset != restore.next_offset:
+            # Read again from the committed offset (the group rebalanced): start over there.
+            del self._restoring[tp]
+            restore = None
         if restore is None:
             applied = self._applied.get(tp)
             first = batch.records[0].offset
@@ -549,14 +558,22 @@ class Pipeline:
                 await self._send_partials(state.heartbeats(now, force=force))
             self.metrics.set_watermark(stream, state.watermarks.stream_watermark_seconds())
         # A partials partition's state: its Downstream, how far it was applied, a takeover in
-        # progress and its last snapshot; all of it goes with the partition.
+        # progress and its last snapshot; all of it goes with the partition, once it has been
+        # away for a while. A rebalance revokes every partition and may give one straight back,
+        # and reading need not go back to a snapshot then: the state must still be there.
         partials = self.settings.partials_topic
         gone = {TP(partials, partition) for partition in self.downstreams}
         gone.update(
             tp for held in (self._applied, self._restoring, self._snapshotted) for tp in held
         )
         for tp in gone:
-            if tp.topic == partials and tp not in assignment:
+            if tp.topic != partials:
+                continue
+            if tp in assignment:
+                self._away_since.pop(tp, None)
+                continue
+            if now - self._away_since.setdefault(tp, now) >= FORGET_AFTER_SECONDS:
+                self._away_since.pop(tp)
                 self.downstreams.pop(tp.partition, None)
                 self._applied.pop(tp, None)
                 self._restoring.pop(tp, None)

@@ -57,9 +57,12 @@ class Restore:
     total: int | None = None
     #: Records read after ``offset`` that are not chunks of this snapshot, in order.
     held: list[Any] = field(default_factory=list)
+    #: The offset after the last record taken.
+    next_offset: int = -1
 
     def add(self, record: Any) -> None:
         """Take one record (an aiokafka ``ConsumerRecord``) read after the committed offset."""
+        self.next_offset = record.offset + 1
         value = record.value
         if is_chunk(value):
             offset, index, total, payload = decode_chunk(value)
