@@ -89,6 +89,8 @@ class Sample:
     broker_cpu_seconds: float
     #: The machine's 1-minute load average: how much else was running.
     load: float
+    #: Per stream, how far the worker's input watermark stood behind the wall clock, seconds.
+    watermark_behind: dict[str, float] = field(default_factory=dict)
 
 
 class WindowArrivals:
@@ -165,8 +167,15 @@ def take_sample(worker: WorkerProcess, broker_pid: int, counters: ProducerCounte
     pid = worker.process.pid
     produced = counters.produced
     samples = scrape(worker.metrics_url, 10.0)
+    now = time.time()
+    watermarks = {
+        dict(labels).get("stream", ""): value
+        for (name, labels), value in samples.items()
+        if name == "surgewatch_watermark_seconds"
+    }
     return Sample(
-        at_seconds=time.time() - counters.started.value,
+        watermark_behind={stream: now - value for stream, value in watermarks.items()},
+        at_seconds=now - counters.started.value,
         produced=produced,
         received=int(sample_sum(samples, "surgewatch_events_received_total")),
         counted=int(
@@ -402,8 +411,14 @@ def around(obs: Observations, since: float, until: float) -> str:
         if b.at_seconds > a.at_seconds
     ]
     lag = max(max(0, s.produced - s.received) for s in near)
+    behind = {
+        stream: max(s.watermark_behind.get(stream, 0.0) for s in near)
+        for stream in sorted({stream for s in near for stream in s.watermark_behind})
+    }
+    watermarks = ", ".join(f"{stream} {seconds:.1f} s" for stream, seconds in behind.items())
     return (
         f"producer min {min(rates):,.0f} events/s, worker lag max {lag:,} events,"
+        f" input watermark behind the clock max {watermarks or 'unknown'},"
         f" load average max {max(s.load for s in near):.1f}"
     )
 

@@ -42,8 +42,8 @@ pytestmark = pytest.mark.integration
 MINUTES = 45
 BURST_MINUTES = range(20, 35)
 BURST_POSTS = 80
-#: 45 minutes of event time in 45 s.
-SPEED = 60.0
+#: 45 minutes of event time in 30 s.
+SPEED = 90.0
 PARTITIONS = 3
 
 
