@@ -104,6 +104,17 @@ scorer_states = st.builds(
 )
 
 
+def checkpointed(partition: int, windows: list[dict[str, list[WindowCount]]]) -> MemoryStateStore:
+    """A store holding the checkpoints of a partition that closed ``windows``."""
+    store = MemoryStateStore()
+    live = PartitionTrends(PARAMS, top_k=5)
+    checkpoint = PartitionCheckpoint(partition, live)
+    for w in windows:
+        close(live, w)
+        store.write(checkpoint.changes(boundary(w)))
+    return store
+
+
 @given(scorer_states, st.data())
 def test_a_scorer_state_survives_encoding_exactly(state: ScorerState, data: st.DataObject) -> None:
     if state.last_window_start is not None and data.draw(st.booleans()):
@@ -179,12 +190,7 @@ def test_windows_already_scored_are_skipped_and_older_checkpoints_score_them_ide
 
 def test_state_behind_the_log_snapshot_is_stale_and_wiped() -> None:
     windows = traffic(seed=1, windows=20, burst=range(0))
-    store = MemoryStateStore()
-    live = PartitionTrends(PARAMS, top_k=5)
-    checkpoint = PartitionCheckpoint(1, live)
-    for w in windows[:10]:
-        close(live, w)
-        store.write(checkpoint.changes(boundary(w)))
+    store = checkpointed(1, windows[:10])
     restarted = PartitionTrends(PARAMS, top_k=5)
     # Another owner closed windows 10 and 11 since: this state never scored them.
     outcomes = PartitionCheckpoint(1, restarted).load(store, boundary(windows[11]))
@@ -194,12 +200,7 @@ def test_state_behind_the_log_snapshot_is_stale_and_wiped() -> None:
 
 def test_other_parameters_make_the_state_stale() -> None:
     windows = traffic(seed=1, windows=3, burst=range(0))
-    store = MemoryStateStore()
-    live = PartitionTrends(PARAMS, top_k=5)
-    checkpoint = PartitionCheckpoint(1, live)
-    for w in windows:
-        close(live, w)
-        store.write(checkpoint.changes(boundary(w)))
+    store = checkpointed(1, windows)
     other = PartitionTrends(SurgeParams(max_keys=200, z_start=7.0), top_k=5)
     assert PartitionCheckpoint(1, other).load(store, boundary(windows[-1]))[HASHTAGS] == "stale"
 
