@@ -56,13 +56,12 @@ REANNOUNCE_EVERY_TICKS = 10
 SESSION_TIMEOUT_SECONDS = 6.0
 HEARTBEAT_INTERVAL_SECONDS = 1.0
 MAX_POLL_RECORDS = 10_000
-#: How often offsets are committed, seconds. Each commit first flushes the producer.
-COMMIT_INTERVAL_SECONDS = 2.0
-#: How far an input partition's reading may run ahead of its last acknowledged commit, records
-#: (above what one partition is read at in a commit interval, so it rarely waits).
+#: How often offsets are committed, seconds.
+COMMIT_INTERVAL_SECONDS = 0.5
+#: How far an input partition's reading may run ahead of its last acknowledged commit, records.
 #: This bounds what a worker that dies can have sent without committing: its successor sends that
 #: many records (plus one batch) granularly, so the overlap is removed record by record.
-UNCOMMITTED_LIMIT = 100_000
+UNCOMMITTED_LIMIT = 40_000
 GRANULAR_RECORDS = UNCOMMITTED_LIMIT + MAX_POLL_RECORDS
 #: How often a downstream partition snapshots its state into the partials topic, seconds.
 SNAPSHOT_SECONDS = 5.0
@@ -220,34 +219,18 @@ class Pipeline:
         if self._is_stale(batch):
             return
         granular = await self._hold_back(batch)
-        if granular is None or self._is_stale(batch):
+        if self._is_stale(batch):
             return
         async with self._stream_locks[stream]:
             await self._ingest(stream, batch, granular)
 
-    async def _hold_back(self, batch: RecordBatch) -> bool | None:
+    async def _hold_back(self, batch: RecordBatch) -> bool:
         """Wait until the batch is within :data:`UNCOMMITTED_LIMIT` of the acknowledged commit;
-        whether it lies in this ownership's granular zone (None: drop it, the group rebalances).
-
-        An ownership starts by committing its first offset when the group has none. So a
-        partition without a committed offset is one nobody has sent anything from, and only an
-        owner that finds a commit can repeat what an earlier one sent: it alone needs the zone.
-        """
+        whether it lies in this ownership's granular zone."""
         tp, first = batch.tp, batch.records[0].offset
         owned = self._owned.get(tp)
         if owned is None or owned[0] != batch.generation_id:
-            claimed = await self.consumer.claim(tp, first)
-            if claimed is None or self._is_stale(batch):
-                return None
-            zone_end = first if claimed else first + GRANULAR_RECORDS
-            owned = self._owned[tp] = (batch.generation_id, first, zone_end)
-            log.info(
-                "%s partition %d: reading from offset %d (%s)",
-                tp.topic,
-                tp.partition,
-                first,
-                "nothing committed before" if claimed else f"granular up to {zone_end}",
-            )
+            owned = self._owned[tp] = (batch.generation_id, first, first + GRANULAR_RECORDS)
         confirmed = self.consumer.confirmed_commits
         while first - max(confirmed.get(tp, owned[1]), owned[1]) > UNCOMMITTED_LIMIT:
             if self._is_stale(batch):

@@ -102,20 +102,6 @@ class BatchingConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         consumer._fetch_max_wait_ms = self.app.fetch_max_wait_ms
         return consumer
 
-    async def claim(self, tp: TP, offset: int) -> bool | None:
-        """Commit ``offset`` for ``tp`` unless the group has committed an offset for it already.
-
-        True: committed here, so the group had no committed offset; False: it had one; None: the
-        commit was refused because the group is rebalancing.
-        """
-        return cast(bool | None, await self.call_thread(self._claim, tp, offset))
-
-    async def _claim(self, tp: TP, offset: int) -> bool | None:
-        client = self._ensure_consumer()
-        if await client.committed(faust_aiokafka.ensure_aiokafka_TP(tp)) is not None:
-            return False
-        return True if await self._commit({tp: offset}) else None
-
     async def _commit(self, offsets: Any) -> bool:
         done = bool(await super()._commit(offsets))
         if done:
@@ -137,10 +123,6 @@ class BatchingConsumer(faust_aiokafka.Consumer):
 
     def _new_consumer_thread(self) -> BatchingConsumerThread:
         return BatchingConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
-    async def claim(self, tp: TP, offset: int) -> bool | None:
-        """See :meth:`BatchingConsumerThread.claim`."""
-        return await cast(BatchingConsumerThread, self._thread).claim(tp, offset)
 
     def mark_processed(self, tp: TP, next_offset: int) -> None:
         """Offsets before ``next_offset`` of ``tp`` are done with and may be committed."""
