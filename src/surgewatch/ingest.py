@@ -10,7 +10,6 @@ per batch instead of one per event.
 from __future__ import annotations
 
 import bisect
-import hashlib
 import math
 import random
 import zlib
@@ -23,6 +22,7 @@ from datasketches import frequent_items_error_type, frequent_strings_sketch
 
 from surgewatch.events.model import Post, Rejected, Signup
 from surgewatch.events.parse import parse_post, parse_signup
+from surgewatch.trends.surge import MAX_KEY_CHARS, key_id
 from surgewatch.windows.watermark import NO_TIME, SourceWatermarks
 
 POSTS = "posts"
@@ -47,8 +47,9 @@ OWNER_CACHE_KEYS = 100_000
 #: Characters of all cached keys together (cleared past this): at most 16 MiB of text.
 OWNER_CACHE_CHARS = 4 * 2**20
 #: Longest key the state kept across batches holds as written. A longer one (a hashtag may fill
-#: most of a 64 KiB value) is not cached, and a pair sketch holds a digest of it instead.
-LONG_KEY_CHARS = 256
+#: most of a 64 KiB value) is not cached, and a pair sketch holds its :func:`key_id` instead (as
+#: the surge detectors do).
+LONG_KEY_CHARS = MAX_KEY_CHARS
 #: Long tags one window's pair sketch may name per input partition (a tag is at most 64 KiB, so
 #: 4 MiB): past this, a further long tag's posts over the per-account cap are not discounted.
 LONG_PAIR_TAGS = 64
@@ -76,17 +77,9 @@ def pair_prefix(user_id: str) -> str:
 
 def pair_tag(pair: str) -> str:
     """The hashtag of an (account, hashtag) sketch key made from :func:`pair_prefix` (for a long
-    tag, its :func:`long_tag_id`)."""
+    tag, its :func:`key_id`)."""
     colon = pair.index(":")
     return pair[colon + 1 + int(pair[:colon]) :]
-
-
-def long_tag_id(tag: str) -> str:
-    """What a pair sketch holds for a tag over :data:`LONG_KEY_CHARS`: ``…`` and 128 bits of
-    BLAKE2b. A parsed hashtag never contains ``…`` (NFKC turns it into ``...``), so no tag as
-    written is ever taken for a digest."""
-    digest = hashlib.blake2b(tag.encode("utf-8", "surrogatepass"), digest_size=16)
-    return "…" + digest.hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +213,7 @@ class StreamIngest:
         self.user_cap = user_cap
         #: input partition -> window start -> sketch of (account, hashtag) pairs (posts only).
         self._pairs: dict[int, dict[int, Any]] = {}
-        #: input partition -> window start -> :func:`long_tag_id` -> tag, for the long tags of
+        #: input partition -> window start -> :func:`key_id` -> tag, for the long tags of
         #: that window's sketch that some account posted more than ``user_cap`` times.
         self._long_tags: dict[int, dict[int, dict[str, str]]] = {}
         #: input partition -> first window it counted.
@@ -354,7 +347,7 @@ class StreamIngest:
         one :meth:`_discounts` reads, only grows while the pair is tracked), for the discount to
         name it, and up to :data:`LONG_PAIR_TAGS` per window.
         """
-        tag_id = long_tag_id(tag)
+        tag_id = key_id(tag)
         pair = prefix + tag_id
         sketch.update(pair)
         if sketch.get_lower_bound(pair) <= self.user_cap:
