@@ -56,11 +56,6 @@ REANNOUNCE_EVERY_TICKS = 10
 SESSION_TIMEOUT_SECONDS = 6.0
 HEARTBEAT_INTERVAL_SECONDS = 1.0
 MAX_POLL_RECORDS = 10_000
-#: Most bytes a fetch asks for of one partition. aiokafka hands over one partition's fetched records
-#: after another, so a large share per partition makes the others wait in turn (and hold the
-#: stream's watermark back). Asked for Faust's default of 1 MiB, the embedded broker returned a
-#: 20,000-record backlog (5 MB) of one partition in one piece; asked for 256 KiB, about 2,000.
-MAX_FETCH_BYTES_PER_PARTITION = 256 * 1024
 #: How often offsets are committed, seconds.
 COMMIT_INTERVAL_SECONDS = 0.5
 #: How far an input partition's reading may run ahead of its last acknowledged commit, records.
@@ -596,7 +591,6 @@ def create_app(
         broker_session_timeout=SESSION_TIMEOUT_SECONDS,
         broker_heartbeat_interval=HEARTBEAT_INTERVAL_SECONDS,
         broker_max_poll_records=MAX_POLL_RECORDS,
-        consumer_max_fetch_size=MAX_FETCH_BYTES_PER_PARTITION,
         broker_commit_interval=COMMIT_INTERVAL_SECONDS,
         producer_linger_ms=5,
         producer_max_batch_size=512 * 1024,
