@@ -9,7 +9,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from surgewatch.config import Settings
@@ -46,6 +46,10 @@ class _Cursor:
     piece: int = -1
     #: ``done`` before the current batch (its granular pieces are judged against it).
     done_before: int = -1
+    #: Counts and discounts of the current batch's pieces read so far: applied with its last
+    #: piece, dropped if another batch comes first (its sender died between the pieces).
+    held: list[tuple[str, int, int]] = field(default_factory=list)
+    held_discounts: list[tuple[str, int, int]] = field(default_factory=list)
 
 
 class Downstream:
@@ -73,18 +77,33 @@ class Downstream:
         self.duplicates = 0
 
     def apply(self, partial: Partial) -> list[WindowCount]:
-        """Add one routed partial; return the window records it closed."""
+        """Add one routed partial; return the window records it closed.
+
+        The pieces of a batch split for size are held until its last piece has arrived, and then
+        applied together: a batch counts whole or not at all (see :meth:`_admit`).
+        """
         counts = self._admit(partial)
         if counts is None:
             self.duplicates += 1
             return []
+        discounts = partial.discounts
+        if partial.first_offset >= 0:
+            cursor = self._cursors[(partial.metric, partial.source_partition)]
+            if partial.last_offset < 0:  # a piece before the batch's last
+                cursor.held.extend(counts)
+                cursor.held_discounts.extend(discounts)
+                return []
+            if cursor.held or cursor.held_discounts:
+                counts = [*cursor.held, *counts]
+                discounts = [*cursor.held_discounts, *discounts]
+                cursor.held, cursor.held_discounts = [], []
         return self.store.apply(
             partial.metric,
             partial.source_partition,
             partial.source_partitions,
             partial.watermark_seconds,
             counts,
-            partial.discounts,
+            discounts,
             partial.origin,
         )
 
@@ -98,7 +117,10 @@ class Downstream:
         a repeat. A new owner's first batches are granular (each entry lists its input offsets), so
         where its batches overlap what the previous owner sent, exactly the unsent records count.
         Pieces of one batch are told apart by the sender's epoch, the batch's first offset and the
-        piece number, so a re-delivered piece is not applied twice either.
+        piece number, so a re-delivered piece is not applied twice either. Only the last piece
+        moves the cursor, so pieces are held until it arrives: when the sender dies between the
+        pieces, the next owner's granular records count the whole batch, and the pieces that did
+        arrive are dropped instead of being counted a second time.
 
         A new owner starts without the partition's watermark, so it may count an event the
         previous owner would have judged late: its batches carry the watermark they were judged
@@ -128,6 +150,7 @@ class Downstream:
                     counts.append((name, start, fresh))
         if not same_batch:
             cursor.epoch, cursor.first, cursor.done_before = partial.epoch, first, cursor.done
+            cursor.held, cursor.held_discounts = [], []
         cursor.piece = partial.piece
         if partial.last_offset > cursor.done:
             cursor.done = partial.last_offset
@@ -148,7 +171,17 @@ class Downstream:
         return {
             "store": self.store.export_state(),
             "cursors": [
-                [metric, source, c.done, c.epoch, c.first, c.piece, c.done_before]
+                [
+                    metric,
+                    source,
+                    c.done,
+                    c.epoch,
+                    c.first,
+                    c.piece,
+                    c.done_before,
+                    c.held,
+                    c.held_discounts,
+                ]
                 for (metric, source), c in self._cursors.items()
             ],
             "reported": self._reported,
@@ -157,12 +190,20 @@ class Downstream:
     def import_state(self, data: dict[str, Any]) -> None:
         """Continue from what :meth:`export_state` gave."""
         self.store.import_state(data["store"])
-        self._cursors = {
-            (str(metric), int(source)): _Cursor(
-                int(done), int(epoch), int(first), int(piece), int(before)
+        self._cursors = {}
+        for row in data["cursors"]:
+            # A snapshot of an earlier version has no held pieces (it applied them at once).
+            metric, source, done, epoch, first, piece, before = row[:7]
+            held, held_discounts = row[7:9] if len(row) >= 9 else ([], [])
+            self._cursors[(str(metric), int(source))] = _Cursor(
+                int(done),
+                int(epoch),
+                int(first),
+                int(piece),
+                int(before),
+                [(str(k), int(w), int(c)) for k, w, c in held],
+                [(str(k), int(w), int(c)) for k, w, c in held_discounts],
             )
-            for metric, source, done, epoch, first, piece, before in data["cursors"]
-        }
         self._reported = {str(k): float(v) for k, v in data["reported"].items()}
 
     def conclude(self, closed: Iterable[WindowCount]) -> tuple[list[Surge], SummaryMessage | None]:

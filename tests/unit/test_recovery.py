@@ -7,9 +7,11 @@ import random
 from collections import Counter
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from surgewatch import ingest
 from surgewatch.downstream import Downstream
 from surgewatch.ingest import Partial, StreamIngest
 from surgewatch.trends.surge import SurgeParams
@@ -198,3 +200,62 @@ def test_window_counts_survive_the_wire_and_snapshot_types() -> None:
     assert [(w.key, w.count) for w in closed] == [("US", 3)]
     assert copy.apply(Partial("signups", 0, 1, T0, [("US", int(T0), 3)], 0, 2)) == []
     assert copy.duplicates == 1
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    seed=st.integers(0, 1_000),
+    old_size=st.integers(2, 30),
+    new_size=st.integers(1, 30),
+    committed=st.integers(0, 120),
+    reach=st.integers(30, 120),
+    lost_sends=st.integers(1, 12),
+)
+def test_a_batch_split_into_pieces_counts_once_when_its_sender_dies_between_pieces(
+    seed: int, old_size: int, new_size: int, committed: int, reach: int, lost_sends: int
+) -> None:
+    """Every partial is split into pieces (a tiny size limit), and the crash cuts the old owner's
+    sends in the middle of a batch's pieces: the pieces that arrived are of a batch the new owner
+    sends again, so they must not count on their own."""
+    values = events(seed, 240)
+    committed -= committed % old_size
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ingest, "MAX_PARTIAL_BYTES", 60)
+        old = StreamIngest("posts", WINDOW, GRACE, DOWNSTREAM, 1)
+        sent = send(old, values[: committed + reach], 0, old_size)
+        assert any(p.last_offset < 0 <= p.first_offset for _, p in sent), "no batch was split"
+        acknowledged = sum(1 for _, p in sent if p.first_offset < committed)
+        sent = sent[: max(acknowledged, len(sent) - lost_sends)]
+        new = StreamIngest("posts", WINDOW, GRACE, DOWNSTREAM, 1)
+        resent = send(new, values, committed, new_size, granular_until=committed + reach + old_size)
+        stores = [downstream(0), downstream(1)]
+        got = closed_counts(stores, sent + resent + finish(new))
+    assert got == truth(values, 7)
+
+
+def test_pieces_of_a_batch_wait_for_its_last_piece_also_across_a_snapshot() -> None:
+    """A snapshot taken between the pieces of a batch carries the pieces already read, so the
+    restored partition completes the batch exactly as the original does."""
+    values = events(3, 60)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ingest, "MAX_PARTIAL_BYTES", 60)
+        owner = StreamIngest("posts", WINDOW, GRACE, 1, 1)
+        _, partials = owner.process(0, values, 0, len(values) - 1, None, NOW)
+    assert len(partials) > 2 and partials[-1][1].last_offset == len(values) - 1
+    store = downstream(0)
+    for _, partial in partials[:2]:
+        assert store.apply(partial) == []
+    # Nothing of an incomplete batch is counted yet.
+    assert store.store.export_state() == downstream(0).store.export_state()
+    copy = downstream(0)
+    copy.import_state(orjson.loads(orjson.dumps(store.export_state())))
+    closed = []
+    for _, partial in partials[2:]:
+        published = copy.apply(partial)
+        assert store.apply(partial) == published
+        closed.extend(window.count for window in published)
+    assert copy.export_state() == store.export_state()
+    windows = copy.store.export_state()["hashtag_posts"]["win"]
+    assert sum(sum(counts) for _, _, counts in windows) + sum(closed) == sum(
+        len(orjson.loads(v)["hashtags"]) for v in values
+    )
