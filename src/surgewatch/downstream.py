@@ -36,6 +36,10 @@ def surge_params(settings: Settings) -> SurgeParams:
     )
 
 
+#: What :meth:`Downstream._admit` gives for a piece of a batch that lost an earlier piece.
+_LOST_PIECE: list[tuple[str, int, int]] = []
+
+
 @dataclass(slots=True)
 class _Cursor:
     """Per input partition: the last input offset applied, and the batch being applied."""
@@ -50,6 +54,9 @@ class _Cursor:
     #: piece, dropped if another batch comes first (its sender died between the pieces).
     held: list[tuple[str, int, int]] = field(default_factory=list)
     held_discounts: list[tuple[str, int, int]] = field(default_factory=list)
+    #: A piece of the current batch never arrived: its pieces are dropped, and the batch is
+    #: recounted from the input when its last piece comes (see :meth:`Downstream.missing`).
+    broken: bool = False
 
 
 class Downstream:
@@ -86,6 +93,8 @@ class Downstream:
         if counts is None:
             self.duplicates += 1
             return []
+        if counts is _LOST_PIECE:
+            return []
         discounts = partial.discounts
         if partial.first_offset >= 0:
             cursor = self._cursors[(partial.metric, partial.source_partition)]
@@ -120,7 +129,9 @@ class Downstream:
         piece number, so a re-delivered piece is not applied twice either. Only the last piece
         moves the cursor, so pieces are held until it arrives: when the sender dies between the
         pieces, the next owner's granular records count the whole batch, and the pieces that did
-        arrive are dropped instead of being counted a second time.
+        arrive are dropped instead of being counted a second time. A piece numbered past the next
+        one expected means a piece was lost on the way: the batch's pieces are dropped and the
+        batch is recounted from the input instead (see :meth:`missing`).
 
         A new owner starts without the partition's watermark, so it may count an event the
         previous owner would have judged late: its batches carry the watermark they were judged
@@ -136,6 +147,14 @@ class Downstream:
         same_batch = cursor.epoch == partial.epoch and cursor.first == first
         if same_batch and partial.piece <= cursor.piece:
             return None
+        if self._piece_lost(cursor, partial, same_batch):
+            # Dropped, and the cursor stays: the batch is recounted from the input instead.
+            if not same_batch:
+                cursor.epoch, cursor.first, cursor.done_before = partial.epoch, first, cursor.done
+            cursor.held, cursor.held_discounts = [], []
+            cursor.broken = True
+            cursor.piece = partial.piece
+            return _LOST_PIECE
         done = cursor.done if not same_batch else cursor.done_before
         offsets = partial.offsets
         if offsets is None:
@@ -151,6 +170,7 @@ class Downstream:
         if not same_batch:
             cursor.epoch, cursor.first, cursor.done_before = partial.epoch, first, cursor.done
             cursor.held, cursor.held_discounts = [], []
+            cursor.broken = False
         cursor.piece = partial.piece
         if partial.last_offset > cursor.done:
             cursor.done = partial.last_offset
@@ -164,6 +184,42 @@ class Downstream:
                 self.store.count_dropped(partial.metric, late)
                 counts = kept
         return counts
+
+    @staticmethod
+    def _piece_lost(cursor: _Cursor, partial: Partial, same_batch: bool) -> bool:
+        """An earlier piece of ``partial``'s batch never arrived (pieces are numbered from 0)."""
+        if same_batch:
+            return cursor.broken or partial.piece != cursor.piece + 1
+        return partial.piece > 0
+
+    def missing(self, partial: Partial) -> tuple[int, int, bool] | None:
+        """Input offsets of ``partial``'s source that were sent here but never arrived.
+
+        Every batch of an input partition reaches every downstream partition, in input order, and
+        a heartbeat says how far its sender had sent; so a batch that starts past the cursor, or a
+        heartbeat that covers more than it, shows partials lost on the way (a broker that
+        acknowledged a write and lost it). The worker recounts those offsets from the input
+        topic (:meth:`~surgewatch.ingest.StreamIngest.recount`) and applies the result before
+        ``partial``. Returns ``(first, last, replaces)``; ``replaces`` means the range includes
+        ``partial``'s own batch, whose earlier piece was lost, so ``partial`` is not applied.
+        ``None``: nothing is missing, or nothing from this source has arrived yet to compare with.
+        """
+        cursor = self._cursors.get((partial.metric, partial.source_partition))
+        if cursor is None:
+            return None
+        # The first offset not applied yet: after the last batch, or the first batch's start.
+        expected = cursor.done + 1 if cursor.done >= 0 else cursor.first
+        first, last = partial.first_offset, partial.last_offset
+        if first < 0:  # a heartbeat: its sender's partials up to ``covered`` came before it
+            return (expected, partial.covered, False) if partial.covered >= expected else None
+        same_batch = cursor.epoch == partial.epoch and cursor.first == first
+        if same_batch and partial.piece <= cursor.piece:
+            return None  # a repeat
+        if last >= expected and self._piece_lost(cursor, partial, same_batch):
+            return min(expected, first), last, True
+        if not same_batch and first > expected:
+            return expected, first - 1, False
+        return None
 
     def export_state(self) -> dict[str, Any]:
         """The partition's counting state as JSON-ready data: open windows, what closed, what was
@@ -181,6 +237,7 @@ class Downstream:
                     c.done_before,
                     c.held,
                     c.held_discounts,
+                    c.broken,
                 ]
                 for (metric, source), c in self._cursors.items()
             ],
@@ -195,6 +252,7 @@ class Downstream:
             # A snapshot of an earlier version has no held pieces (it applied them at once).
             metric, source, done, epoch, first, piece, before = row[:7]
             held, held_discounts = row[7:9] if len(row) >= 9 else ([], [])
+            broken = bool(row[9]) if len(row) >= 10 else False
             self._cursors[(str(metric), int(source))] = _Cursor(
                 int(done),
                 int(epoch),
@@ -203,6 +261,7 @@ class Downstream:
                 int(before),
                 [(str(k), int(w), int(c)) for k, w, c in held],
                 [(str(k), int(w), int(c)) for k, w, c in held_discounts],
+                broken,
             )
         self._reported = {str(k): float(v) for k, v in data["reported"].items()}
 

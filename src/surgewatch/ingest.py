@@ -115,6 +115,9 @@ class Partial:
     epoch: int = 0
     offsets: list[list[int]] | None = None
     previous_watermark_seconds: float = NO_TIME
+    #: On a heartbeat: the last input offset its sender had sent partials for (-1: none yet), so
+    #: a downstream partition can tell that a partial before it never arrived.
+    covered: int = -1
 
     @property
     def granular(self) -> bool:
@@ -146,6 +149,8 @@ class Partial:
             data["q"] = self.offsets
         if self.previous_watermark_seconds != NO_TIME:
             data["pw"] = self.previous_watermark_seconds
+        if self.covered >= 0:
+            data["h"] = self.covered
         return orjson.dumps(data)
 
     @classmethod
@@ -168,6 +173,7 @@ class Partial:
             epoch=int(data.get("e", 0)),
             offsets=data.get("q"),
             previous_watermark_seconds=float(data.get("pw", NO_TIME)),
+            covered=int(data.get("h", -1)),
         )
 
 
@@ -381,6 +387,7 @@ class StreamIngest:
         last_offset: int = -1,
         previous_watermark: float | None = None,
         track: dict[tuple[int, str], list[int]] | None = None,
+        covered: int = -1,
     ) -> list[tuple[int, Partial]]:
         """Route counts to their owners; one partial per downstream partition, more when large.
 
@@ -425,6 +432,7 @@ class StreamIngest:
                 epoch=epoch,
                 offsets=offsets,
                 previous_watermark_seconds=held_back,
+                covered=covered,
             )
             pieces[owner] += 1
             return made
@@ -508,12 +516,45 @@ class StreamIngest:
         self._origins.pop(partition, None)
         self._epochs.pop(partition, None)
 
+    def recount(
+        self,
+        partition: int,
+        dest: int,
+        records: Sequence[tuple[int, bytes | None]],
+        first_offset: int,
+        last_offset: int,
+        watermark_seconds: float,
+        now_seconds: float,
+    ) -> list[Partial]:
+        """The partials for downstream partition ``dest`` of input offsets ``first..last`` of
+        ``partition`` (``records``: their ``(offset, value)``), counted from ``watermark_seconds``:
+        what that partition's sender sent but the downstream partition never received.
+
+        Run on a fresh instance: the partials are granular and carry an epoch of their own, so
+        they count exactly the records the downstream partition has not applied. What the sender
+        knew and this does not (its per-account sketches) is left out: trend discounts only.
+        """
+        clock = self.watermarks.assign(partition, now_seconds)
+        clock.watermark_seconds = clock.max_event_seconds = watermark_seconds
+        _, partials = self.process(
+            partition,
+            [value for _, value in records],
+            first_offset,
+            last_offset,
+            None,
+            now_seconds,
+            offsets=[offset for offset, _ in records],
+        )
+        return [partial for owner, partial in partials if owner == dest]
+
     def close_all(self, now_seconds: float) -> list[tuple[int, Partial]]:
         """The input has ended (an offline run): every input partition's watermark runs out."""
         out: list[tuple[int, Partial]] = []
         for partition in range(self.source_partitions):
-            self.watermarks.assign(partition, now_seconds).watermark_seconds = END_OF_TIME
-            out.extend(self._partials(partition, {}))
+            clock = self.watermarks.assign(partition, now_seconds)
+            clock.watermark_seconds = END_OF_TIME
+            covered = -1 if clock.next_offset is None else clock.next_offset - 1
+            out.extend(self._partials(partition, {}, covered=covered))
         return out
 
     def heartbeats(self, now_seconds: float, force: bool = False) -> list[tuple[int, Partial]]:
@@ -526,5 +567,7 @@ class StreamIngest:
         partitions = list(self.watermarks.partitions) if force else moved
         out: list[tuple[int, Partial]] = []
         for partition in partitions:
-            out.extend(self._partials(partition, {}))
+            next_offset = self.watermarks.partitions[partition].next_offset
+            covered = -1 if next_offset is None else next_offset - 1
+            out.extend(self._partials(partition, {}, covered=covered))
         return out
