@@ -190,6 +190,13 @@ class Metrics:
             "partition's new owner after a worker stopped before committing).",
             registry=r,
         )
+        self.lost_partials = Counter(
+            "surgewatch_partials_lost",
+            "Routed partials that never arrived although the broker had acknowledged them, by "
+            "whether their input records were read back and recounted or could not be.",
+            ["outcome"],
+            registry=r,
+        )
         self.restores = Counter(
             "surgewatch_partition_restores",
             "Downstream partitions taken over, by how their state was restored.",

@@ -30,6 +30,7 @@ from surgewatch.ingest import (
     METRIC_OF_STREAM,
     POSTS,
     SIGNUPS,
+    STREAM_OF_METRIC,
     Partial,
     StreamIngest,
     owner_partition,
@@ -40,6 +41,7 @@ from surgewatch.trends.partition import SummaryMessage, Surge
 from surgewatch.windows.counting import WindowCount
 from surgewatch.windows.watermark import FRESH_SECONDS
 from surgewatch.worker.batching import BatchingApp, BatchingConsumer, BatchTopic, RecordBatch
+from surgewatch.worker.recount import InputReader
 from surgewatch.worker.snapshots import Restore, encode_chunks, is_chunk
 
 if TYPE_CHECKING:
@@ -163,6 +165,8 @@ class Pipeline:
         self._away_since: dict[TP, float] = {}
         #: Checkpoints of the surge detectors in a local RocksDB (``rocksdb://`` only).
         self.local_state: LocalSurgeState | None = None
+        #: Reads input records back when partials were lost on the way (see :meth:`_recount`).
+        self.input_reader = InputReader(settings)
 
     @property
     def consumer(self) -> BatchingConsumer:
@@ -423,7 +427,6 @@ class Pipeline:
                 )
             return
         downstream = self.downstreams[partition]
-        store = downstream.store
         futures: list[Awaitable[Any]] = []
         closed: list[WindowCount] = []
         repeats = downstream.duplicates
@@ -435,11 +438,10 @@ class Pipeline:
             except (ValueError, KeyError, TypeError) as exc:
                 log.error("skipping unreadable partial at %s@%s: %s", batch.tp, record.offset, exc)
                 continue
-            before = store.dropped_updates(partial.metric)
-            closed.extend(downstream.apply(partial))
-            dropped = store.dropped_updates(partial.metric) - before
-            if dropped:
-                self.metrics.dropped_updates.labels(partial.metric).inc(dropped)
+            lost = downstream.missing(partial)
+            if lost is not None and await self._recount(downstream, partial, lost, closed):
+                continue
+            closed.extend(self._apply(downstream, partial))
         if downstream.duplicates > repeats:
             self.metrics.repeated_partials.inc(downstream.duplicates - repeats)
         futures.extend(await self._publish_windows(closed, partition))
@@ -470,6 +472,77 @@ class Pipeline:
         self._commit_after(
             batch.tp, await self._snapshot(batch.tp, downstream, applied, futures), futures
         )
+
+    def _apply(self, downstream: Downstream, partial: Partial) -> list[WindowCount]:
+        """Apply one partial; the window records it closed."""
+        store = downstream.store
+        before = store.dropped_updates(partial.metric)
+        closed = downstream.apply(partial)
+        dropped = store.dropped_updates(partial.metric) - before
+        if dropped:
+            self.metrics.dropped_updates.labels(partial.metric).inc(dropped)
+        return closed
+
+    async def _recount(
+        self,
+        downstream: Downstream,
+        partial: Partial,
+        lost: tuple[int, int, bool],
+        closed: list[WindowCount],
+    ) -> bool:
+        """Count the input offsets whose partials never reached ``downstream`` (see
+        :meth:`~surgewatch.downstream.Downstream.missing`) from the input topic, adding the
+        windows that closed to ``closed``; whether that covered ``partial`` too.
+
+        The embedded broker can lose one of two writes that reach a partition at the same moment
+        and acknowledge both; this is how no count goes with it.
+        """
+        first, last, replaces = lost
+        metric, source = partial.metric, partial.source_partition
+        stream = STREAM_OF_METRIC[metric]
+        topic = self.topic_of_stream[stream]
+        records = await self.input_reader.read(topic, source, first, last)
+        if records is None:
+            self.metrics.lost_partials.labels("unrecoverable").inc()
+            log.error(
+                "partials partition %d: the partials of %s[%d] offsets %d-%d never arrived, and "
+                "those input records could not be read back: their counts are missing",
+                downstream.partition,
+                topic,
+                source,
+                first,
+                last,
+            )
+            return False
+        settings = self.settings
+        counter = StreamIngest(
+            stream,
+            settings.window_seconds,
+            settings.grace_seconds,
+            self.downstream_partitions,
+            partial.source_partitions,
+            settings.trend_user_cap,
+        )
+        watermark = downstream.store.source_watermark_seconds(metric, source)
+        for recounted in counter.recount(
+            source, downstream.partition, records, first, last, watermark, self.clock()
+        ):
+            closed.extend(self._apply(downstream, recounted))
+        if not records:
+            # Offsets that hold no record (transaction markers) look the same; nothing was lost.
+            return replaces
+        self.metrics.lost_partials.labels("recounted").inc()
+        log.warning(
+            "partials partition %d: the partials of %s[%d] offsets %d-%d never arrived (the "
+            "broker acknowledged and lost them); recounted %d input records",
+            downstream.partition,
+            topic,
+            source,
+            first,
+            last,
+            len(records),
+        )
+        return replaces
 
     async def _snapshot(
         self, tp: TP, downstream: Downstream, applied: int, futures: list[Awaitable[Any]]
@@ -655,6 +728,10 @@ def create_app(
         client_log.setLevel(max(client_log.getEffectiveLevel(), logging.INFO))
 
     app.timer(interval=WATERMARK_TICK_SECONDS, name="watermarks")(watermark_timer)
+
+    @app.on_before_shutdown.connect
+    async def close_input_reader(sender: Any, **kwargs: Any) -> None:
+        await pipeline.input_reader.close()
 
     async def metrics_page(web: Any, request: Any) -> Any:
         return web.bytes(generate_latest(metrics.registry), content_type="text/plain")
