@@ -242,3 +242,32 @@ def test_pieces_of_a_batch_wait_for_its_last_piece_also_across_a_snapshot() -> N
     assert sum(sum(counts) for _, _, counts in windows) + sum(closed) == sum(
         len(orjson.loads(v)["hashtags"]) for v in values
     )
+
+
+def test_a_restore_whose_snapshot_lost_a_chunk_continues_from_the_next_snapshot() -> None:
+    """A chunk of the snapshot at the committed offset never arrived (a broker that lost an
+    acknowledged write): the next snapshot serves, and only the records after it are applied."""
+    values = events(6, 120)
+    owner = StreamIngest("posts", WINDOW, GRACE, DOWNSTREAM, 1)
+    to_0 = [p.encode() for dest, p in send(owner, values, 0, 10) + finish(owner) if dest == 0]
+    original = downstream(0)
+    log: list[bytes] = []  # the partials partition: partials, and snapshots at offsets 3 and 7
+    for index, value in enumerate(to_0):
+        if index in (3, 7):
+            log.extend(encode_chunks(len(log), original.export_state()))
+        original.apply(Partial.decode(value))
+        log.append(value)
+    first_snapshot = next(i for i, v in enumerate(log) if is_chunk(v))
+    restore = Restore(first_snapshot)
+    lost = first_snapshot  # the only chunk of the snapshot at the committed offset
+    for offset in range(first_snapshot, len(log)):
+        if offset != lost:
+            restore.add(_Record(log[offset], offset))
+    state = restore.state()
+    assert state is not None and restore.offset > first_snapshot
+    assert all(record.offset >= restore.offset for record in restore.held)
+    restored = downstream(0)
+    restored.import_state(state)
+    for record in restore.held:
+        restored.apply(Partial.decode(record.value))
+    assert restored.export_state() == original.export_state()

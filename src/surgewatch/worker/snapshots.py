@@ -50,12 +50,19 @@ def decode_chunk(value: bytes) -> tuple[int, int, int, bytes]:
 
 @dataclass(slots=True)
 class Restore:
-    """A partition being taken over at ``offset``: its snapshot's chunks and the records after it."""
+    """A partition being taken over at ``offset``: its snapshot's chunks and the records after it.
+
+    Normally the snapshot taken at ``offset`` is the first thing read. Should one of its chunks
+    never arrive (a broker that lost an acknowledged write), a later snapshot of the same partition
+    serves as well: it holds everything applied below its own offset, so the records held from
+    before it are dropped and the restore continues from there.
+    """
 
     offset: int
-    chunks: dict[int, bytes] = field(default_factory=dict)
-    total: int | None = None
-    #: Records read after ``offset`` that are not chunks of this snapshot, in order.
+    #: Snapshot offset (at or after ``offset``) -> chunk index -> payload, and chunk counts.
+    chunks: dict[int, dict[int, bytes]] = field(default_factory=dict)
+    totals: dict[int, int] = field(default_factory=dict)
+    #: Records read after ``offset`` that are not snapshot chunks, in order.
     held: list[Any] = field(default_factory=list)
     #: The offset after the last record taken.
     next_offset: int = -1
@@ -66,15 +73,22 @@ class Restore:
         value = record.value
         if is_chunk(value):
             offset, index, total, payload = decode_chunk(value)
-            if offset == self.offset:
-                self.chunks[index] = payload
-                self.total = total
+            if offset >= self.offset:
+                self.chunks.setdefault(offset, {})[index] = payload
+                self.totals[offset] = total
             return
         self.held.append(record)
 
     def state(self) -> dict[str, Any] | None:
-        """The snapshot, once every chunk has been read."""
-        if self.total is None or len(self.chunks) < self.total:
+        """The earliest snapshot whose chunks have all been read (``offset`` becomes its offset,
+        and ``held`` the records from there on), or ``None`` while there is none."""
+        complete = [o for o, chunks in self.chunks.items() if len(chunks) >= self.totals[o]]
+        if not complete:
             return None
-        data: dict[str, Any] = orjson.loads(b"".join(self.chunks[i] for i in range(self.total)))
+        offset = min(complete)
+        chunks = self.chunks[offset]
+        data: dict[str, Any] = orjson.loads(b"".join(chunks[i] for i in range(len(chunks))))
+        if offset != self.offset:
+            self.offset = offset
+            self.held = [record for record in self.held if record.offset >= offset]
         return data
