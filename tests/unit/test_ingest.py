@@ -198,7 +198,8 @@ def test_events_after_an_idle_raise_are_judged_against_the_raised_watermark() ->
     s = ingest("posts", downstream=2, sources=2)
     s.process(0, [post(T0 + 600, "a")], 0, 0, None, NOW)  # partition 0 has backlog unknown
     s.process(1, [post(T0, "a")], 0, 0, 1, NOW)  # partition 1 is caught up
-    beats = s.heartbeats(NOW)
+    assert s.heartbeats(NOW) == []  # not at once: more may have been written since
+    beats = s.heartbeats(NOW + FRESH_SECONDS)  # nothing came for a while
     assert [(d, p.source_partition, p.watermark_seconds) for d, p in beats] == [
         (0, 1, T0 + 600),
         (1, 1, T0 + 600),
@@ -234,14 +235,15 @@ def test_heartbeats_announce_idle_moves() -> None:
     s = ingest("posts", downstream=2, sources=2)
     s.process(0, [post(T0 + 100, "a")], 0, 0, 1, NOW)
     s.process(1, [post(T0 + 40, "a")], 0, 0, 1, NOW)
-    # Both caught up: all idle, raised to the largest event time read.
-    beats = s.heartbeats(NOW + 1)
+    # Both caught up, and nothing new for a while: all idle, raised to the largest event time.
+    assert s.heartbeats(NOW + 1) == []
+    beats = s.heartbeats(NOW + FRESH_SECONDS)
     assert [(d, p.source_partition, p.watermark_seconds) for d, p in beats] == [
         (0, 1, T0 + 100),
         (1, 1, T0 + 100),
     ]
     # Quiet for grace since both became idle, on fresh fetch responses: advance with wall time.
-    quiet_until = NOW + 1 + GRACE
+    quiet_until = NOW + FRESH_SECONDS + GRACE
     for partition in (0, 1):
         s.watermarks.set_highwater(partition, 1, quiet_until)
     beats = s.heartbeats(quiet_until)
@@ -397,17 +399,20 @@ def test_max_event_time_tracks_events_read_below_a_raised_watermark() -> None:
     """Regression: max_event was only updated when ts also exceeded the (raised) watermark."""
     s = ingest("signups", downstream=1, sources=1)
     s.process(0, [signup(T0, "us")], 0, 0, 1, NOW)
-    assert s.heartbeats(NOW) == []  # caught up on fresh evidence: the quiet clock starts at NOW
-    s.watermarks.set_highwater(0, 1, NOW + 100)
-    s.heartbeats(NOW + 100)  # quiet 100 s >= grace: watermark T0 + 100
+    assert s.heartbeats(NOW) == []  # caught up, but more may still come
+    quiet = NOW + FRESH_SECONDS
+    s.watermarks.set_highwater(0, 1, quiet)
+    assert s.heartbeats(quiet) == []  # idle on fresh evidence: the quiet clock starts here
+    s.watermarks.set_highwater(0, 1, quiet + 100)
+    s.heartbeats(quiet + 100)  # quiet 100 s >= grace: watermark T0 + 100
     assert s.watermarks.late_before_seconds(0) == T0 + 100
-    outcome, _ = s.process(0, [signup(T0 + 90, "us")], 1, 1, 2, NOW + 100)
+    outcome, _ = s.process(0, [signup(T0 + 90, "us")], 1, 1, 2, quiet + 100)
     assert outcome.counted == 1  # window T0 + 60 closes at T0 + 150
     # Quiet 40 s after the event at T0 + 90: the largest event time plus the quiet time. With a
     # stale maximum (T0) the watermark would stay at T0 + 100 until the quiet exceeded 100 s, and
-    # window T0 + 60 would close at wall time NOW + 250 instead of NOW + 160.
-    s.watermarks.set_highwater(0, 2, NOW + 140)
-    beats = s.heartbeats(NOW + 140)
+    # window T0 + 60 would close 100 s later than it does.
+    s.watermarks.set_highwater(0, 2, quiet + 140)
+    beats = s.heartbeats(quiet + 140)
     assert [p.watermark_seconds for _, p in beats] == [T0 + 130]
     assert s.watermarks.partitions[0].max_event_seconds == T0 + 90
 

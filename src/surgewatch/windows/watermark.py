@@ -130,13 +130,20 @@ class SourceWatermarks:
         return confirmed is not None and now_wall_seconds - confirmed <= self.fresh_seconds
 
     def is_idle(self, clock: PartitionClock, now_wall_seconds: float) -> bool:
-        """On fresh evidence: nothing left to read, or silent for ``grace_seconds`` with no backlog."""
+        """On fresh evidence: nothing left to read and no record for ``fresh_seconds``, or silent
+        for ``grace_seconds`` with no backlog.
+
+        Caught up alone is not idle: a partition of a steady stream is caught up between two of its
+        batches, and records written since its last fetch may be older than the busy partitions'
+        watermark (in a replay many times faster than real time, by minutes); raising its
+        watermark to theirs would make them late.
+        """
         if not self.is_fresh(clock, now_wall_seconds):
             return False
+        silent = now_wall_seconds - clock.last_record_wall_seconds
         if clock.caught_up():
-            return True
-        silent = now_wall_seconds - clock.last_record_wall_seconds >= self.grace_seconds
-        return silent and not clock.known_behind()
+            return silent >= self.fresh_seconds
+        return silent >= self.grace_seconds and not clock.known_behind()
 
     def advance_idle(self, now_wall_seconds: float) -> list[int]:
         """Raise the watermarks of idle partitions; returns the partitions whose watermark moved."""

@@ -202,9 +202,14 @@ def test_caught_up_partition_is_raised_to_min_of_busy() -> None:
     read(marks, 1, T0 + 300, now=WALL)
     # Partition 2 read everything there is: next offset == highwater.
     read(marks, 2, T0 + 10, now=WALL, next_offset=5, highwater=5)
-    assert marks.is_idle(marks.partitions[2], WALL) is True
-    assert marks.is_idle(marks.partitions[0], WALL) is False
-    assert marks.advance_idle(WALL) == [2]
+    # Not at once: records may have been written since that fetch.
+    assert marks.is_idle(marks.partitions[2], WALL) is False
+    later = WALL + FRESH_SECONDS
+    marks.set_highwater(2, 5, later - 0.5)  # still nothing new
+    assert marks.is_idle(marks.partitions[2], later - 0.001) is False
+    assert marks.is_idle(marks.partitions[2], later) is True
+    assert marks.is_idle(marks.partitions[0], later) is False
+    assert marks.advance_idle(later) == [2]
     assert watermarks(marks) == {0: T0 + 500, 1: T0 + 300, 2: T0 + 300}
     assert marks.stream_watermark_seconds() == T0 + 300
     # Its own event-time maximum is not touched by the raise.
@@ -216,16 +221,20 @@ def test_next_offset_beyond_highwater_counts_as_caught_up() -> None:
     read(marks, 0, T0 + 200, now=WALL)
     read(marks, 1, T0, now=WALL, next_offset=8, highwater=5)
     assert marks.partitions[1].caught_up() is True
-    assert marks.advance_idle(WALL) == [1]
+    assert marks.advance_idle(WALL) == []
+    marks.set_highwater(1, 5, WALL + FRESH_SECONDS)
+    assert marks.advance_idle(WALL + FRESH_SECONDS) == [1]
     assert marks.partitions[1].watermark_seconds == T0 + 200
 
 
-def test_empty_partition_is_idle_at_once() -> None:
+def test_empty_partition_is_idle_once_nothing_came_for_a_while() -> None:
     marks = make(0, 1)
     read(marks, 0, T0 + 120, now=WALL)
     marks.set_highwater(1, 0, WALL)  # nothing was ever written to partition 1
     assert marks.partitions[1].caught_up() is True
-    assert marks.advance_idle(WALL) == [1]
+    assert marks.advance_idle(WALL) == []
+    marks.set_highwater(1, 0, WALL + FRESH_SECONDS)
+    assert marks.advance_idle(WALL + FRESH_SECONDS) == [1]
     assert marks.partitions[1].watermark_seconds == T0 + 120
     assert marks.stream_watermark_seconds() == T0 + 120
 
@@ -285,7 +294,7 @@ def test_read_partition_without_a_confirmed_end_stays_busy_until_one_arrives() -
     assert marks.is_idle(marks.partitions[1], WALL + 10 * GRACE) is False
     assert marks.advance_idle(WALL + 10 * GRACE) == []
     assert watermarks(marks) == {0: T0 + 100, 1: T0 + 10}
-    # A fresh response puts the end at the position: caught up, idle at once.
+    # A fresh response puts the end at the position: caught up, and silent for long enough.
     marks.set_highwater(1, 3, WALL + 10 * GRACE)
     assert marks.advance_idle(WALL + 10 * GRACE) == [1]
     assert watermarks(marks) == {0: T0 + 100, 1: T0 + 100}
@@ -350,22 +359,26 @@ def test_all_idle_advances_with_wall_time_once_quiet_for_grace() -> None:
     marks = make(0, 1)
     read(marks, 0, T0 + 50, now=WALL, next_offset=4, highwater=4)
     read(marks, 1, T0 + 250, now=WALL + 2, next_offset=6, highwater=6)
-    # All idle first at WALL + 2, the latest read too: quiet from there.
+    # Partition 0 idle at WALL + 2 (nothing for FRESH_SECONDS), raised to the busy one.
     confirm(marks, WALL + 2)
     assert marks.advance_idle(WALL + 2) == [0]
     assert watermarks(marks) == {0: T0 + 250, 1: T0 + 250}
-    confirm(marks, WALL + 2 + GRACE - 0.5)
-    assert marks.advance_idle(WALL + 2 + GRACE - 0.5) == []
+    # All idle first FRESH_SECONDS after the latest read: quiet from there.
+    quiet = WALL + 2 + FRESH_SECONDS
+    confirm(marks, quiet)
+    assert marks.advance_idle(quiet) == []
+    confirm(marks, quiet + GRACE - 0.5)
+    assert marks.advance_idle(quiet + GRACE - 0.5) == []
     assert marks.stream_watermark_seconds() == T0 + 250
-    confirm(marks, WALL + 2 + GRACE)
-    assert sorted(marks.advance_idle(WALL + 2 + GRACE)) == [0, 1]
+    confirm(marks, quiet + GRACE)
+    assert sorted(marks.advance_idle(quiet + GRACE)) == [0, 1]
     assert watermarks(marks) == {0: T0 + 250 + GRACE, 1: T0 + 250 + GRACE}
-    confirm(marks, WALL + 2 + 100)
-    assert sorted(marks.advance_idle(WALL + 2 + 100)) == [0, 1]
+    confirm(marks, quiet + 100)
+    assert sorted(marks.advance_idle(quiet + 100)) == [0, 1]
     assert watermarks(marks) == {0: T0 + 350, 1: T0 + 350}
     assert marks.stream_watermark_seconds() == T0 + 350
     # Still quiet, same wall time: nothing moves again.
-    assert marks.advance_idle(WALL + 2 + 100) == []
+    assert marks.advance_idle(quiet + 100) == []
 
 
 def test_quiet_clock_starts_at_the_first_all_idle_tick_not_at_the_last_record() -> None:
@@ -390,10 +403,10 @@ def test_a_busy_tick_restarts_the_quiet_clock() -> None:
     marks = make(0, 1)
     read(marks, 0, T0 + 50, now=WALL, next_offset=4, highwater=4)
     read(marks, 1, T0 + 250, now=WALL, next_offset=6, highwater=6)
-    confirm(marks, WALL + 1)
-    assert marks.advance_idle(WALL + 1) == [0]  # quiet since WALL + 1
+    confirm(marks, WALL + FRESH_SECONDS)
+    assert marks.advance_idle(WALL + FRESH_SECONDS) == [0]  # quiet since then
     # A tick without fresh evidence for partition 1: busy, the quiet clock stops.
-    marks.set_highwater(0, 4, WALL + 10)  # partition 1's last response is still from WALL + 1
+    marks.set_highwater(0, 4, WALL + 10)  # partition 1's last response is still the one above
     assert marks.is_idle(marks.partitions[1], WALL + 10) is False
     assert marks.advance_idle(WALL + 10) == []
     # All idle again from WALL + 20: quiet for grace only at WALL + 20 + GRACE, not WALL + 1 + GRACE.
@@ -411,8 +424,8 @@ def test_a_record_after_the_quiet_clock_started_restarts_the_quiet_time() -> Non
     marks = make(0, 1)
     read(marks, 0, T0 + 50, now=WALL, next_offset=4, highwater=4)
     read(marks, 1, T0 + 250, now=WALL, next_offset=6, highwater=6)
-    confirm(marks, WALL + 1)
-    assert marks.advance_idle(WALL + 1) == [0]  # quiet since WALL + 1
+    confirm(marks, WALL + FRESH_SECONDS)
+    assert marks.advance_idle(WALL + FRESH_SECONDS) == [0]  # quiet since then
     # Partition 0 reads one more record at WALL + 20 and is caught up again at once.
     read(marks, 0, T0 + 260, now=WALL + 20, next_offset=5, highwater=5)
     confirm(marks, WALL + 20 + GRACE - 0.5)
@@ -437,7 +450,7 @@ def test_raised_watermark_is_what_later_events_are_judged_against() -> None:
     marks = make(0, 1)
     read(marks, 0, T0 + 600, now=WALL)
     read(marks, 1, T0, now=WALL, next_offset=2, highwater=2)
-    marks.advance_idle(WALL)
+    marks.advance_idle(WALL + FRESH_SECONDS)
     assert marks.late_before_seconds(1) == T0 + 600
     assert is_late(T0 + 5, marks.late_before_seconds(1), WINDOW, GRACE) is True
 
@@ -478,8 +491,9 @@ def test_stale_evidence_holds_the_watermark() -> None:
     marks = make(0, 1)
     read(marks, 0, T0 + 50, now=WALL, next_offset=4, highwater=4)
     read(marks, 1, T0 + 250, now=WALL, next_offset=6, highwater=6)
-    assert marks.advance_idle(WALL + 1) == [0]  # fresh: all idle, raised to the largest event
-    for later in (WALL + 1 + FRESH_SECONDS, WALL + GRACE, WALL + 100 * GRACE):
+    # Fresh, and nothing for FRESH_SECONDS: all idle, raised to the largest event.
+    assert marks.advance_idle(WALL + FRESH_SECONDS) == [0]
+    for later in (WALL + FRESH_SECONDS + 0.001, WALL + GRACE, WALL + 100 * GRACE):
         assert marks.is_idle(marks.partitions[0], later) is False
         assert marks.is_idle(marks.partitions[1], later) is False
         assert marks.advance_idle(later) == []
