@@ -553,8 +553,7 @@ class StreamIngest:
         for partition in range(self.source_partitions):
             clock = self.watermarks.assign(partition, now_seconds)
             clock.watermark_seconds = END_OF_TIME
-            covered = -1 if clock.next_offset is None else clock.next_offset - 1
-            out.extend(self._partials(partition, {}, covered=covered))
+            out.extend(self._partials(partition, {}, covered=clock.last_read_offset))
         return out
 
     def heartbeats(self, now_seconds: float, force: bool = False) -> list[tuple[int, Partial]]:
@@ -567,7 +566,6 @@ class StreamIngest:
         partitions = list(self.watermarks.partitions) if force else moved
         out: list[tuple[int, Partial]] = []
         for partition in partitions:
-            next_offset = self.watermarks.partitions[partition].next_offset
-            covered = -1 if next_offset is None else next_offset - 1
+            covered = self.watermarks.partitions[partition].last_read_offset
             out.extend(self._partials(partition, {}, covered=covered))
         return out

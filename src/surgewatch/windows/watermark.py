@@ -37,6 +37,11 @@ class PartitionClock:
     #: Wall time of the fetch response that last reported ``highwater``.
     highwater_wall_seconds: float | None = None
 
+    @property
+    def last_read_offset(self) -> int:
+        """The last offset read from the partition (-1 before the first)."""
+        return -1 if self.next_offset is None else self.next_offset - 1
+
     def caught_up(self) -> bool:
         """Nothing left to read, as far as the last fetch told (an empty partition counts)."""
         if self.highwater == 0:
