@@ -227,16 +227,7 @@ def _unreachable(settings: Settings) -> ArchiveError:
 
 
 async def _start_consumer(settings: Settings) -> AIOKafkaConsumer:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        client_id=f"{settings.app_id}-archive",
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=settings.fetch_max_wait_ms,
-        request_timeout_ms=30_000,
-        **settings.kafka_security_kwargs(),
-    )
+    consumer = AIOKafkaConsumer(**settings.reader_kwargs("archive"))
     try:
         with quiet_client_logs():
             await consumer.start()

@@ -124,6 +124,20 @@ class Settings(BaseSettings):
         to the one worker that merges them into the app-wide trend view."""
         return f"{self.app_id}-trend-summaries"
 
+    def reader_kwargs(self, purpose: str) -> dict[str, Any]:
+        """aiokafka consumer keyword arguments for reading by offset outside the consumer group
+        (``archive``, the counting agent's recounts): the workers' group is never joined."""
+        return {
+            "bootstrap_servers": self.bootstrap_servers,
+            "client_id": f"{self.app_id}-{purpose}",
+            "group_id": None,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            "fetch_max_wait_ms": self.fetch_max_wait_ms,
+            "request_timeout_ms": 30_000,
+            **self.kafka_security_kwargs(),
+        }
+
     def kafka_security_kwargs(self) -> dict[str, Any]:
         """aiokafka client keyword arguments for TLS/SASL (empty for plaintext)."""
         kwargs: dict[str, Any] = {"security_protocol": self.kafka_security_protocol}

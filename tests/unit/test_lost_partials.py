@@ -100,8 +100,10 @@ def test_lost_partials_are_recounted_and_every_record_counts_once(
         assert recounts == 0
 
 
-def test_a_batch_that_lost_its_first_piece_is_recounted_when_its_last_piece_comes() -> None:
-    values = events(3, 40)
+def pieces_to_0(seed: int) -> tuple[Downstream, list[Partial]]:
+    """Downstream partition 0 after the first of two 20-record batches sent in 60-byte pieces,
+    and the pieces of the second batch."""
+    values = events(seed, 40)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(ingest, "MAX_PARTIAL_BYTES", 60)
         sent = sent_with_heartbeats(values, 20, 0)
@@ -112,6 +114,11 @@ def test_a_batch_that_lost_its_first_piece_is_recounted_when_its_last_piece_come
     for partial in to_0[: to_0.index(second[0])]:
         assert store.missing(partial) is None
         store.apply(partial)
+    return store, second
+
+
+def test_a_batch_that_lost_its_first_piece_is_recounted_when_its_last_piece_comes() -> None:
+    store, second = pieces_to_0(3)
     # Its first piece is lost: the next ones are dropped, the last one asks for the whole batch.
     for piece in second[1:-1]:
         assert store.missing(piece) is None
@@ -136,15 +143,7 @@ def test_a_heartbeat_covering_more_than_arrived_reports_the_gap() -> None:
 
 
 def test_a_broken_batch_survives_a_snapshot() -> None:
-    values = events(5, 40)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(ingest, "MAX_PARTIAL_BYTES", 60)
-        sent = sent_with_heartbeats(values, 20, 0)
-    to_0 = [p for dest, p in sent if dest == 0]
-    second = [p for p in to_0 if p.first_offset == 20]
-    store = downstream(0)
-    for partial in to_0[: to_0.index(second[0])]:
-        store.apply(partial)
+    store, second = pieces_to_0(5)
     store.apply(second[1])  # the first piece is lost
     restored = downstream(0)
     restored.import_state(orjson.loads(orjson.dumps(store.export_state())))

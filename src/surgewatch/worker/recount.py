@@ -32,16 +32,7 @@ class InputReader:
 
     async def _started(self) -> AIOKafkaConsumer:
         if self._consumer is None:
-            settings = self.settings
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=settings.bootstrap_servers,
-                client_id=f"{settings.app_id}-recount",
-                group_id=None,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                fetch_max_wait_ms=settings.fetch_max_wait_ms,
-                **settings.kafka_security_kwargs(),
-            )
+            consumer = AIOKafkaConsumer(**self.settings.reader_kwargs("recount"))
             await consumer.start()
             self._consumer = consumer
         return self._consumer
