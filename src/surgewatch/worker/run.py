@@ -12,6 +12,7 @@ from typing import Any
 
 from surgewatch.config import Settings
 from surgewatch.metrics import Metrics
+from surgewatch.runtime import tune_gc
 from surgewatch.worker.app import create_app
 from surgewatch.worker.broker_watch import (
     BrokerLost,
@@ -79,6 +80,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     data_dir = data_dir_for(settings)
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     app, _ = create_app(settings, metrics, partition_counts, data_dir=data_dir)
+    tune_gc()
     # A number: mode does not know the name "crit" that the CLI offers.
     worker = faust.Worker(app, loglevel=level, quiet=True, redirect_stdouts=False)
     watch = BrokerWatch(settings, worker_topics(settings), first, lambda: fetched_end_offsets(app))
