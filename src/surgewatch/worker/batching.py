@@ -207,6 +207,11 @@ class BatchingConsumer(faust_aiokafka.Consumer):
                     else:
                         for record in tp_records:
                             await callback(self._to_message(tp, record))
+                    if self.app.consumer_generation_id != generation_id:
+                        # A rebalance while the batch waited for room in the queue: its seek put
+                        # reading back at the committed offset, and this stale batch must not
+                        # move the floor past it (the records in between would be skipped).
+                        break
                     read_offset[tp] = tp_records[-1].offset
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
