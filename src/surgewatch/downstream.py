@@ -58,6 +58,10 @@ class _Cursor:
     #: recounted from the input when its last piece comes (see :meth:`Downstream.missing`).
     broken: bool = False
 
+    def holds_batch_of(self, partial: Partial) -> bool:
+        """``partial`` is a piece of the batch this cursor is applying (same sender, same start)."""
+        return self.epoch == partial.epoch and self.first == partial.first_offset
+
 
 class Downstream:
     """Window store and trends of downstream partition ``partition`` (of ``partitions``)."""
@@ -144,7 +148,7 @@ class Downstream:
         cursor = self._cursors.get(key)
         if cursor is None:
             cursor = self._cursors[key] = _Cursor()
-        same_batch = cursor.epoch == partial.epoch and cursor.first == first
+        same_batch = cursor.holds_batch_of(partial)
         if same_batch and partial.piece <= cursor.piece:
             return None
         if self._piece_lost(cursor, partial, same_batch):
@@ -212,7 +216,7 @@ class Downstream:
         first, last = partial.first_offset, partial.last_offset
         if first < 0:  # a heartbeat: its sender's partials up to ``covered`` came before it
             return (expected, partial.covered, False) if partial.covered >= expected else None
-        same_batch = cursor.epoch == partial.epoch and cursor.first == first
+        same_batch = cursor.holds_batch_of(partial)
         if same_batch and partial.piece <= cursor.piece:
             return None  # a repeat
         if last >= expected and self._piece_lost(cursor, partial, same_batch):
