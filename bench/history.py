@@ -4,6 +4,10 @@ Simulates ``rednote-2025`` to a file of about N events (default 1,000,000), repl
 embedded broker as fast as the broker takes it, then backfills it (offline windows and scores,
 OpenMetrics, ``promtool tsdb create-blocks-from openmetrics``). Prints a JSON line last.
 Goals from the issue: replay >= 100k events/s, backfill >= 200k events/s.
+
+The backfill is also timed by stage, each alone and in one process, to show where its time goes:
+reading and decoding the file; the worker's ingest (parse, validate, lateness, per-batch counts)
+on the decoded values, without the downstream partitions; the whole computation; ``promtool``.
 """
 
 from __future__ import annotations
@@ -18,13 +22,50 @@ from pathlib import Path
 
 from surgewatch.backfill import compute_openmetrics, create_blocks
 from surgewatch.broker import EmbeddedBroker, free_port
-from surgewatch.config import load_settings
-from surgewatch.eventfile import write_events
+from surgewatch.config import Settings, load_settings
+from surgewatch.eventfile import EventFileError, EventReader, write_events
+from surgewatch.ingest import StreamIngest
+from surgewatch.offline import BATCH_EVENTS
+from surgewatch.partitioner import KafkaPartitioner
 from surgewatch.replay import replay
 from surgewatch.simulate.scenarios import simulate
 
 #: rednote-2025 over 72 h makes about 15.6 M events at scale 1.
 EVENTS_PER_SCALE_72H = 15_600_000
+
+
+def decode_seconds(path: Path) -> float:
+    """Seconds to read and decode every line of the event file."""
+    started = time.perf_counter()
+    with EventReader(path) as reader:
+        for _ in reader:
+            pass
+    return time.perf_counter() - started
+
+
+def ingest_seconds(path: Path, settings: Settings) -> float:
+    """Seconds the worker's ingest takes over the file's values, placed on the partitions a
+    producer would pick and handed over in the offline pipeline's batches (reading not timed)."""
+    n = settings.partitions
+    topics = {"posts": settings.posts_topic, "signups": settings.signups_topic}
+    partitioner = KafkaPartitioner({topic: list(range(n)) for topic in topics.values()})
+    values: dict[tuple[str, int], list[bytes]] = {}
+    with EventReader(path) as reader:
+        for _, record in reader:
+            if isinstance(record, EventFileError):
+                continue
+            partition = partitioner.partition(topics[record.stream], record.key_bytes())
+            values.setdefault((record.stream, partition), []).append(record.value_bytes())
+    now = time.time()
+    started = time.perf_counter()
+    for (stream, partition), batch in values.items():
+        ingest = StreamIngest(
+            stream, settings.window_seconds, settings.grace_seconds, n, n, settings.trend_user_cap
+        )
+        for first in range(0, len(batch), BATCH_EVENTS):
+            chunk = batch[first : first + BATCH_EVENTS]
+            ingest.process(partition, chunk, first, first + len(chunk) - 1, None, now)
+    return time.perf_counter() - started
 
 
 def main() -> int:
@@ -45,6 +86,13 @@ def main() -> int:
         print(f"replay: {stats.events:,} events at {stats.events_per_s:,.0f}/s", file=sys.stderr)
 
         settings = load_settings()
+        decoding = decode_seconds(path)
+        ingesting = ingest_seconds(path, settings)
+        print(
+            f"backfill stages alone: decode {count / decoding:,.0f}/s,"
+            f" ingest {count / ingesting:,.0f}/s",
+            file=sys.stderr,
+        )
         om = compute_openmetrics([str(path)], settings, workdir / "backfill.om")
         started = time.monotonic()
         blocks = create_blocks(om.openmetrics, workdir / "tsdb")
@@ -63,6 +111,8 @@ def main() -> int:
                     "replay_events_per_s": round(stats.events_per_s),
                     "backfill_events_per_s": round(om.events / total),
                     "backfill_compute_events_per_s": round(om.events_per_s),
+                    "backfill_decode_alone_events_per_s": round(count / decoding),
+                    "backfill_ingest_alone_events_per_s": round(count / ingesting),
                     "backfill_samples": om.samples,
                     "promtool_seconds": round(promtool_seconds, 1),
                 }
