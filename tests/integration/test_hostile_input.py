@@ -151,6 +151,10 @@ def test_hostile_records_are_dead_lettered_and_valid_ones_counted_exactly(
         )
         assert got_dead == Counter((r.stream, r.key, r.value, r.verdict) for r in rejected)
         assert all(dict(r.headers)["detail"] for r in dead)
+        # Each dead letter sits in the partition numbered like its input partition.
+        sources = [int(dict(r.headers)["source_partition"]) for r in dead]
+        assert [r.partition for r in dead] == sources
+        assert set(sources) == set(range(PARTITIONS))
 
         # The trend view reaches /metrics with the hostile tags as labels of the last window.
         labels = {hashtag_label(tag) for tag in TAGS}

@@ -137,6 +137,7 @@ class Pipeline:
         }
         self.surge_params = surge_params(settings)
         self.surges_partitions = partition_counts[settings.surges_topic]
+        self.dlq_partitions = partition_counts[settings.dlq_topic]
         #: The trend view's merger, while this worker reads the summaries topic.
         self.aggregator: TrendAggregator | None = None
         self._aggregated: int | None = None
@@ -270,6 +271,11 @@ class Pipeline:
         self.metrics.record_batch(stream, outcome)
         producer = self.app.producer
         futures: list[Awaitable[Any]] = []
+        # A dead letter goes to the partition numbered like its input partition, so it keeps the
+        # input's order and, with equal partition counts, each dead-letter partition has a single
+        # writer: Faust assigns equal partition numbers of both input topics to one worker. (The
+        # embedded broker can drop one of two writes that reach a partition at the same moment.)
+        dlq_partition = batch.tp.partition % self.dlq_partitions
         for index, rejection in outcome.rejected:
             record = records[index]
             headers = dlq_headers(
@@ -281,7 +287,7 @@ class Pipeline:
             )
             futures.append(
                 await producer.send(
-                    self.settings.dlq_topic, record.key, record.value, None, None, headers
+                    self.settings.dlq_topic, record.key, record.value, dlq_partition, None, headers
                 )
             )
         futures.extend(await self._send_partials(partials))
