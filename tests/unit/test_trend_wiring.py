@@ -12,7 +12,7 @@ import math
 import os
 import random
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import orjson
 import pytest
@@ -833,6 +833,63 @@ def test_ingest_to_aggregator_gives_the_exact_global_top() -> None:
         assert view.hashtag_window is not None
         assert len(view.top_hashtags) == k
         assert view.top_hashtags == tuple(top_of_window(truth[view.hashtag_window], k))
+
+
+def trend_views(
+    resend: bool, drop: Callable[[int, int], bool], sent: Counter[int] | None = None
+) -> list[tuple[str, TrendView]]:
+    """The aggregator's window views of ten windows of posts from two input partitions through
+    three downstream partitions, whose ``n``-th summary message from partition ``p`` is lost on
+    the way when ``drop(p, n)``; ``sent`` counts the messages of each partition."""
+    rng = random.Random(7)
+    ingest = StreamIngest("posts", WINDOW, GRACE, PARTITIONS, 2)
+    downstreams = [
+        Downstream(p, PARTITIONS, WINDOW, GRACE, SurgeParams(), 5) for p in range(PARTITIONS)
+    ]
+    for downstream in downstreams:
+        downstream.resend_summaries = resend
+    aggregator = TrendAggregator(SurgeParams(), 5)
+    views: list[tuple[str, TrendView]] = []
+    aggregator.on_window = lambda metric, view: views.append((metric, view))
+    numbers: Counter[int] = Counter() if sent is None else sent
+
+    def route(partials: list[tuple[int, Partial]]) -> None:
+        for dest, partial in partials:
+            closed = downstreams[dest].apply(partial)
+            _, message = downstreams[dest].conclude(closed)
+            if message is None:
+                continue
+            numbers[dest] += 1
+            if not drop(dest, numbers[dest]):
+                aggregator.add(SummaryMessage.decode(message.encode()))
+
+    for index in range(10):
+        start = T0 + WINDOW * index
+        for source in range(2):
+            values = [
+                post(start + rng.uniform(0, 59), f"u{i}", f"t{rng.randrange(40)}", event_id=str(i))
+                for i in range(100)
+            ]
+            _, partials = ingest.process(source, values, index * 100, index * 100 + 99, None, NOW)
+            route(partials)
+    route(ingest.close_all(NOW))
+    return views
+
+
+def test_a_lost_summary_message_arrives_again_with_the_next_one() -> None:
+    """The embedded broker can lose one of two writes to the summaries partition: with
+    ``resend_summaries`` the aggregator still sees every window whole."""
+    sent: Counter[int] = Counter()
+    whole = trend_views(resend=True, drop=lambda p, n: False, sent=sent)
+    assert [view.hashtag_window for _, view in whole] == [T0 + WINDOW * i for i in range(10)]
+
+    def every_third_but_the_last(partition: int, number: int) -> bool:
+        return number % 3 == 2 and number < sent[partition]
+
+    assert trend_views(resend=True, drop=every_third_but_the_last) == whole
+    # Without the resend the same losses change what the aggregator shows.
+    assert trend_views(resend=False, drop=lambda p, n: False) == whole
+    assert trend_views(resend=False, drop=every_third_but_the_last) != whole
 
 
 # --- settings ----------------------------------------------------------------------------------

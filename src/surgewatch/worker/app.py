@@ -361,6 +361,8 @@ class Pipeline:
             self.surge_params,
             settings.top_k,
         )
+        # Every worker writes to the one summaries partition (see Downstream.conclude).
+        downstream.resend_summaries = True
         return downstream
 
     def _take_over(self, batch: RecordBatch) -> list[Any]:
