@@ -74,7 +74,11 @@ class Downstream:
         grace_seconds: int,
         params: SurgeParams,
         top_k: int,
+        *,
+        resend_summaries: bool = False,
     ) -> None:
+        """``resend_summaries``: each summary message also carries the previous one's window
+        summaries (see :meth:`conclude`)."""
         self.partition = partition
         self.partitions = partitions
         self.window_seconds = window_seconds
@@ -86,8 +90,8 @@ class Downstream:
         self._cursors: dict[tuple[str, int], _Cursor] = {}
         #: Partials (or pieces) left out because they had been applied already.
         self.duplicates = 0
-        #: Send each message's window summaries again with the next message (see :meth:`conclude`).
-        self.resend_summaries = False
+        self.resend_summaries = resend_summaries
+        #: The window summaries of the last message (sent again with the next one).
         self._last_summaries: tuple[WindowSummary, ...] = ()
 
     def apply(self, partial: Partial) -> list[WindowCount]:

@@ -844,10 +844,9 @@ def trend_views(
     rng = random.Random(7)
     ingest = StreamIngest("posts", WINDOW, GRACE, PARTITIONS, 2)
     downstreams = [
-        Downstream(p, PARTITIONS, WINDOW, GRACE, SurgeParams(), 5) for p in range(PARTITIONS)
+        Downstream(p, PARTITIONS, WINDOW, GRACE, SurgeParams(), 5, resend_summaries=resend)
+        for p in range(PARTITIONS)
     ]
-    for downstream in downstreams:
-        downstream.resend_summaries = resend
     aggregator = TrendAggregator(SurgeParams(), 5)
     views: list[tuple[str, TrendView]] = []
     aggregator.on_window = lambda metric, view: views.append((metric, view))

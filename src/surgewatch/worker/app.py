@@ -360,9 +360,9 @@ class Pipeline:
             settings.grace_seconds,
             self.surge_params,
             settings.top_k,
+            # Every worker writes to the one summaries partition (see Downstream.conclude).
+            resend_summaries=True,
         )
-        # Every worker writes to the one summaries partition (see Downstream.conclude).
-        downstream.resend_summaries = True
         return downstream
 
     def _take_over(self, batch: RecordBatch) -> list[Any]:
