@@ -24,9 +24,7 @@ from surgewatch.backfill import compute_openmetrics, create_blocks
 from surgewatch.broker import EmbeddedBroker, free_port
 from surgewatch.config import Settings, load_settings
 from surgewatch.eventfile import EventFileError, EventReader, write_events
-from surgewatch.ingest import StreamIngest
-from surgewatch.offline import BATCH_EVENTS
-from surgewatch.partitioner import KafkaPartitioner
+from surgewatch.offline import BATCH_EVENTS, OfflinePipeline
 from surgewatch.replay import replay
 from surgewatch.simulate.scenarios import simulate
 
@@ -46,23 +44,21 @@ def decode_seconds(path: Path) -> float:
 def ingest_seconds(path: Path, settings: Settings) -> float:
     """Seconds the worker's ingest takes over the file's values (reading not timed), placed on
     the partitions a producer would pick and handed over in batches of :data:`BATCH_EVENTS`, the
-    largest the offline pipeline makes: this is the ingest at its fastest."""
-    n = settings.partitions
-    topics = {"posts": settings.posts_topic, "signups": settings.signups_topic}
-    partitioner = KafkaPartitioner({topic: list(range(n)) for topic in topics.values()})
+    largest the offline pipeline makes: this is the ingest at its fastest. The offline pipeline's
+    own partitioner and ingest run it, without its downstream partitions."""
+    pipeline = OfflinePipeline(settings)
     values: dict[tuple[str, int], list[bytes]] = {}
     with EventReader(path) as reader:
         for _, record in reader:
             if isinstance(record, EventFileError):
                 continue
-            partition = partitioner.partition(topics[record.stream], record.key_bytes())
+            topic = pipeline.topic_of[record.stream]
+            partition = pipeline.partitioner.partition(topic, record.key_bytes())
             values.setdefault((record.stream, partition), []).append(record.value_bytes())
     now = time.time()
     started = time.perf_counter()
     for (stream, partition), batch in values.items():
-        ingest = StreamIngest(
-            stream, settings.window_seconds, settings.grace_seconds, n, n, settings.trend_user_cap
-        )
+        ingest = pipeline.ingests[stream]
         for first in range(0, len(batch), BATCH_EVENTS):
             chunk = batch[first : first + BATCH_EVENTS]
             ingest.process(partition, chunk, first, first + len(chunk) - 1, None, now)
